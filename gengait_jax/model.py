@@ -1,0 +1,143 @@
+"""The GenGait masked autoencoder (Flax NNX).
+
+The encoder sees only the visible tokens (gathered into K slots, padding masked out of
+attention); a light decoder runs over all N tokens, hidden ones replaced by a shared mask
+token, and predicts every token. The model is agnostic to what the C channels mean: it
+normalizes each (joint, channel) with statistics of the training split that it carries as
+non-trainable variables, so callers work in physical units (degrees, mm, ...).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from gengait_jax import masking
+
+
+class Stat(nnx.Variable):
+    """Non-trainable normalization statistic, saved with the checkpoint."""
+
+
+class Block(nnx.Module):
+    """Pre-LN Transformer block with fused QKV and fused attention."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dtype, *, rngs: nnx.Rngs):
+        self.heads = heads
+        self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
+        self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
+        self.fc1 = nnx.Linear(width, mlp_ratio * width, dtype=dtype, rngs=rngs)
+        self.fc2 = nnx.Linear(mlp_ratio * width, width, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x_bnd: jax.Array, kv_len_b: jax.Array | None) -> jax.Array:
+        """Applies attention (keys beyond kv_len_b ignored) and the MLP."""
+        b, n, d = x_bnd.shape
+        qkv = self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
+        att = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2],
+                                           key_value_seq_lengths=kv_len_b)
+        x_bnd = x_bnd + self.out(att.reshape(b, n, d))
+        return x_bnd + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_bnd))))
+
+
+def _stack(depth: int, width: int, heads: int, mlp_ratio: int, dtype, rngs: nnx.Rngs):
+    """A list of `depth` blocks."""
+    return nnx.List([Block(width, heads, mlp_ratio, dtype, rngs=rngs) for _ in range(depth)])
+
+
+class GenGaitMAE(nnx.Module):
+    """Transformer MAE over joint x time tokens."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, *, num_frames: int, num_joints: int,
+                 num_channels: int, rngs: nnx.Rngs):
+        dtype = jnp.dtype(cfg.dtype)
+        self.patch, self.num_joints = cfg.patch, num_joints
+        self.num_patches = num_frames // cfg.patch
+        if num_frames % cfg.patch:
+            raise ValueError(f"num_frames={num_frames} is not a multiple of patch={cfg.patch}")
+        token_dim = cfg.patch * num_channels
+        init = nnx.initializers.normal(0.02)
+        self.mean_jc = Stat(jnp.zeros((num_joints, num_channels), jnp.float32))
+        self.std_jc = Stat(jnp.ones((num_joints, num_channels), jnp.float32))
+        self.embed = nnx.Linear(token_dim, cfg.width, dtype=dtype, rngs=rngs)
+        self.joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.width)))
+        self.time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.width)))
+        self.encoder = _stack(cfg.depth, cfg.width, cfg.heads, cfg.mlp_ratio, dtype, rngs)
+        self.enc_norm = nnx.LayerNorm(cfg.width, dtype=dtype, rngs=rngs)
+        self.dec_embed = nnx.Linear(cfg.width, cfg.dec_width, dtype=dtype, rngs=rngs)
+        self.mask_token = nnx.Param(init(rngs.params(), (cfg.dec_width,)))
+        self.dec_joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.dec_width)))
+        self.dec_time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.dec_width)))
+        self.decoder = _stack(cfg.dec_depth, cfg.dec_width, cfg.dec_heads, cfg.mlp_ratio, dtype,
+                              rngs)
+        self.dec_norm = nnx.LayerNorm(cfg.dec_width, dtype=dtype, rngs=rngs)
+        self.head = nnx.Linear(cfg.dec_width, token_dim, dtype=dtype, rngs=rngs)
+
+    def set_stats(self, mean_jc: jax.Array, std_jc: jax.Array) -> None:
+        """Stores the normalization statistics of the training split."""
+        self.mean_jc.value = jnp.asarray(mean_jc, jnp.float32)
+        self.std_jc.value = jnp.maximum(jnp.asarray(std_jc, jnp.float32), 1e-3)
+
+    def tokens(self, x_btjc: jax.Array) -> jax.Array:
+        """Physical units [B, T, J, C] -> normalized tokens [B, N, patch * C] (NaN -> 0)."""
+        z = (x_btjc - self.mean_jc.value) / self.std_jc.value
+        return masking.patchify(jnp.nan_to_num(z), self.patch)
+
+    def untokens(self, tokens_bnd: jax.Array) -> jax.Array:
+        """Normalized tokens -> physical units [B, T, J, C]."""
+        z = masking.unpatchify(tokens_bnd, self.num_joints, self.patch)
+        return z * self.std_jc.value + self.mean_jc.value
+
+    def _pos(self, joint_emb: nnx.Param, time_emb: nnx.Param) -> jax.Array:
+        """Joint + time embedding per token [N, D], joint-major like the tokens."""
+        return (joint_emb[...][:, None, :] + time_emb[...][None, :, :]).reshape(
+            -1, joint_emb.shape[-1])
+
+    def encode(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int):
+        """Encodes the visible tokens only: returns latents [B, K, D] and the slot layout."""
+        keep_idx, keep_valid, restore = masking.keep_indices(visible_bn, num_keep)
+        x = self.embed(tokens_bnd) + self._pos(self.joint_emb, self.time_emb)
+        x_bkd = jnp.take_along_axis(x, keep_idx[..., None], axis=1)
+        kv_len = jnp.maximum(keep_valid.sum(axis=-1), 1).astype(jnp.int32)  # no empty softmax
+        for block in self.encoder:
+            x_bkd = block(x_bkd, kv_len)
+        return self.enc_norm(x_bkd), keep_valid, restore
+
+    def decode(self, latents_bkd: jax.Array, keep_valid_bk: jax.Array,
+               restore_bn: jax.Array) -> jax.Array:
+        """Puts latents back in token order, fills hidden ones with the mask token, decodes."""
+        y = self.dec_embed(latents_bkd)
+        b, k, d = y.shape
+        n = restore_bn.shape[-1]
+        mask = jnp.broadcast_to(self.mask_token[...].astype(y.dtype), (b, n, d))
+        y = jnp.where(keep_valid_bk[..., None], y, mask[:, :k])
+        y = jnp.concatenate([y, mask[:, k:]], axis=1)
+        y = jnp.take_along_axis(y, restore_bn[..., None], axis=1)
+        y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
+        for block in self.decoder:
+            y = block(y, None)
+        return self.head(self.dec_norm(y)).astype(jnp.float32)
+
+    def __call__(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int) -> jax.Array:
+        """Predicts all tokens [B, N, patch * C] (normalized) from the visible ones."""
+        latents, keep_valid, restore = self.encode(tokens_bnd, visible_bn, num_keep)
+        return self.decode(latents, keep_valid, restore)
+
+    def reconstruct(self, x_btjc: jax.Array, visible_bn: jax.Array, num_keep: int) -> jax.Array:
+        """Physical units in and out: reconstructs [B, T, J, C] from the visible tokens."""
+        return self.untokens(self(self.tokens(x_btjc), visible_bn, num_keep))
+
+
+def create_model(cfg: ml_collections.ConfigDict, *, num_frames: int, num_joints: int,
+                 num_channels: int, seed: int = 0) -> GenGaitMAE:
+    """Builds the model of `cfg.model` for inputs of the given shape."""
+    return GenGaitMAE(cfg.model, num_frames=num_frames, num_joints=num_joints,
+                      num_channels=num_channels, rngs=nnx.Rngs(seed))
+
+
+def num_keep_for(cfg: ml_collections.ConfigDict, num_tokens: int) -> int:
+    """Encoder slots of the random-token training masks."""
+    return max(1, round(num_tokens * (1.0 - cfg.mask.ratio)))
