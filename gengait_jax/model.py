@@ -78,18 +78,18 @@ class GenGaitMAE(nnx.Module):
 
     def set_stats(self, mean_jc: jax.Array, std_jc: jax.Array) -> None:
         """Stores the normalization statistics of the training split."""
-        self.mean_jc.value = jnp.asarray(mean_jc, jnp.float32)
-        self.std_jc.value = jnp.maximum(jnp.asarray(std_jc, jnp.float32), 1e-3)
+        self.mean_jc[...] = jnp.asarray(mean_jc, jnp.float32)
+        self.std_jc[...] = jnp.maximum(jnp.asarray(std_jc, jnp.float32), 1e-3)
 
     def tokens(self, x_btjc: jax.Array) -> jax.Array:
         """Physical units [B, T, J, C] -> normalized tokens [B, N, patch * C] (NaN -> 0)."""
-        z = (x_btjc - self.mean_jc.value) / self.std_jc.value
+        z = (x_btjc - self.mean_jc[...]) / self.std_jc[...]
         return masking.patchify(jnp.nan_to_num(z), self.patch)
 
     def untokens(self, tokens_bnd: jax.Array) -> jax.Array:
         """Normalized tokens -> physical units [B, T, J, C]."""
         z = masking.unpatchify(tokens_bnd, self.num_joints, self.patch)
-        return z * self.std_jc.value + self.mean_jc.value
+        return z * self.std_jc[...] + self.mean_jc[...]
 
     def _pos(self, joint_emb: nnx.Param, time_emb: nnx.Param) -> jax.Array:
         """Joint + time embedding per token [N, D], joint-major like the tokens."""
@@ -99,8 +99,12 @@ class GenGaitMAE(nnx.Module):
     def encode(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int):
         """Encodes the visible tokens only: returns latents [B, K, D] and the slot layout."""
         keep_idx, keep_valid, restore = masking.keep_indices(visible_bn, num_keep)
-        x = self.embed(tokens_bnd) + self._pos(self.joint_emb, self.time_emb)
-        x_bkd = jnp.take_along_axis(x, keep_idx[..., None], axis=1)
+        # Gather first, so the embedding also costs K tokens, and zero the padding slots, so
+        # hidden (possibly invalid) values reach neither the output nor any gradient.
+        tok_bkd = jnp.take_along_axis(tokens_bnd, keep_idx[..., None], axis=1)
+        tok_bkd = jnp.where(keep_valid[..., None], tok_bkd, 0.0)
+        pos_bkd = self._pos(self.joint_emb, self.time_emb)[keep_idx]
+        x_bkd = self.embed(tok_bkd) + pos_bkd
         kv_len = jnp.maximum(keep_valid.sum(axis=-1), 1).astype(jnp.int32)  # no empty softmax
         for block in self.encoder:
             x_bkd = block(x_bkd, kv_len)
