@@ -11,6 +11,7 @@ import ml_collections
 def _base() -> ml_collections.ConfigDict:
     """Values shared by every preset; each preset overrides what it must."""
     c = ml_collections.ConfigDict()
+    c.name = "base"  # preset name, part of the model id
     c.seed = 0
     c.data = ml_collections.ConfigDict(dict(
         name="gait_cycles/embedded",  # TFDS name; `gait_cycles/c3d_dir` for a lab's own files
@@ -28,11 +29,15 @@ def _base() -> ml_collections.ConfigDict:
         max_hidden_joints=3,    # whole-joint masks hide 1..this many joints
         time_block_prob=0.25,   # random masks also hide one time block this often
         max_block=6))           # longest time block, in patches
-    c.batch_size = 64
+    c.batch_size = 64       # global batch (all hosts together)
+    c.eval_batch_size = 64  # validation batches (padded); a multiple of the data axis
+    c.eval_occlusion = True  # also report pass-1 loss: each joint hidden in turn
     c.total_steps = 2000
     c.lr = 1e-3
+    c.end_lr_ratio = 0.01   # cosine decays to lr * this
     c.warmup_steps = 100
     c.weight_decay = 0.05
+    c.adam_b2 = 0.99
     c.grad_clip = 1.0
     c.log_every = 50
     c.eval_every = 250
