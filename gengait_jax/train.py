@@ -28,7 +28,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gengait_jax import model as model_lib, objective, train_state
+from gengait_jax import checkpointing, model as model_lib, objective, train_state
 from gengait_jax.train_log import MetricsWriter, log_compiled
 
 
@@ -80,10 +80,9 @@ def _flops(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict):
-    """Lowers and compiles the train and eval steps once; returns (train, eval, flops/step)."""
-    repl = NamedSharding(mesh, P())
-    data_sh = train_state.batch_sharding(mesh)
+def jit_steps(cfg, graphdef, shardings, mesh):
+    """The train and eval steps, jitted with explicit in/out shardings (state donated)."""
+    repl, data_sh = NamedSharding(mesh, P()), train_state.batch_sharding(mesh)
 
     def train_step(state, batch, rng):
         """One optimizer step on a global batch; the mask key is fold_in(rng, step)."""
@@ -101,26 +100,35 @@ def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict):
         """Reconstruction sums on a (padded) validation batch with fixed masks."""
         return objective.eval_sums(nnx.merge(graphdef, state).model, batch, rng, cfg)
 
-    t, j, c = shape["num_frames"], shape["num_joints"], shape["num_channels"]
-    f32, key = jnp.float32, jax.eval_shape(lambda: jax.random.key(0))
-
-    def spec(b, with_mask):
-        """Abstract global batch of size b."""
-        out = dict(angles=jax.ShapeDtypeStruct((b, t, j, c), f32, sharding=data_sh),
-                   valid=jax.ShapeDtypeStruct((b, t, j), jnp.bool_, sharding=data_sh))
-        if with_mask:
-            out["mask"] = jax.ShapeDtypeStruct((b,), jnp.bool_, sharding=data_sh)
-        return out
-
-    state_in = train_state.restore_target(abstract, shardings)
-    key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=repl)
     train = jax.jit(train_step, in_shardings=(shardings, data_sh, repl),
                     out_shardings=(shardings, repl), donate_argnums=(0,))
     evals = jax.jit(eval_step, in_shardings=(shardings, data_sh, repl), out_shardings=repl)
+    return train, evals
+
+
+def batch_spec(batch_size: int, shape: dict, sharding, with_mask: bool = False) -> dict:
+    """Abstract global batch (ShapeDtypeStructs with their sharding)."""
+    t, j, c = shape["num_frames"], shape["num_joints"], shape["num_channels"]
+    out = dict(angles=jax.ShapeDtypeStruct((batch_size, t, j, c), jnp.float32, sharding=sharding),
+               valid=jax.ShapeDtypeStruct((batch_size, t, j), jnp.bool_, sharding=sharding))
+    if with_mask:
+        out["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)
+    return out
+
+
+def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict):
+    """Lowers and compiles both steps once, logs their memory and FLOPs."""
+    train, evals = jit_steps(cfg, graphdef, shardings, mesh)
+    state_in = train_state.restore_target(abstract, shardings)
+    key = jax.eval_shape(lambda: jax.random.key(0))
+    key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, P()))
+    data_sh = train_state.batch_sharding(mesh)
     t0 = time.time()
-    train_c = train.lower(state_in, spec(cfg.batch_size, False), key_in).compile()
-    eval_c = evals.lower(state_in, spec(cfg.eval_batch_size, True), key_in).compile()
-    logging.info("compiled train and eval steps in %.1f s", time.time() - t0)
+    train_c = train.lower(state_in, batch_spec(cfg.batch_size, shape, data_sh), key_in).compile()
+    t1 = time.time()
+    eval_c = evals.lower(state_in, batch_spec(cfg.eval_batch_size, shape, data_sh, True),
+                         key_in).compile()
+    logging.info("compiled train step in %.1f s, eval step in %.1f s", t1 - t0, time.time() - t1)
     log_compiled("train_step", train_c)
     log_compiled("eval_step", eval_c)
     return train_c, eval_c, _flops(train_c)
@@ -154,39 +162,22 @@ def evaluate(eval_step, state, data: GaitData, cfg, mesh) -> dict:
     return res
 
 
-def _checkpoint_manager(workdir: epath.Path, cfg) -> ocp.CheckpointManager:
-    """Orbax manager: workdir/checkpoints/<step>/{state,data}; keeps the newest K."""
-    opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(workdir / "checkpoints", options=opts,
-                                 item_names=("state", "data"))
-
-
-def _data_state(it) -> dict:
-    """Iterator state of every process (JSON), so each host resumes its own shard."""
-    state = it.get_state()
-    kind = "bytes" if isinstance(state, bytes) else "json"
-    text = state.decode() if kind == "bytes" else json.dumps(state)
-    if jax.process_count() == 1:
-        return {"kind": kind, "per_process": [text]}
-    raw = np.frombuffer(text.encode(), np.uint8)
-    n = int(multihost_utils.process_allgather(np.array([raw.size])).max())
-    allr = multihost_utils.process_allgather(np.pad(raw, (0, n - raw.size)))
-    return {"kind": kind, "per_process": [bytes(r).rstrip(b"\0").decode() for r in allr]}
-
-
-def _set_data_state(it, saved: dict) -> None:
-    """Restores this process's iterator state."""
-    if len(saved["per_process"]) != jax.process_count():
-        raise ValueError("checkpoint was written with a different number of processes")
-    text = saved["per_process"][jax.process_index()]
-    it.set_state(text.encode() if saved["kind"] == "bytes" else json.loads(text))
-
-
-def _save(mngr, step: int, state, it, *, force: bool = False) -> None:
-    """Saves the train state and the data iterator position at `step`."""
-    mngr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(_data_state(it))),
-        force=force)
+def _check_resumable(workdir: epath.Path, cfg, meta: dict) -> None:
+    """Refuses to resume a workdir whose model/data differ (shapes would not match)."""
+    ckpt = workdir / "checkpoints"
+    if not (workdir / "config.json").exists() or not ckpt.exists() or not any(ckpt.iterdir()):
+        return
+    old = json.loads((workdir / "config.json").read_text())
+    new = json.loads(cfg.to_json_best_effort())
+    diff = [k for k in ("model",) if old.get(k) != new.get(k)]
+    if old.get("data", {}).get("name") != cfg.data.name:
+        diff.append("data.name")
+    old_meta = json.loads((workdir / "model_meta.json").read_text())
+    if old_meta.get("joint_names") != meta["joint_names"]:
+        diff.append("joint_names")
+    if diff:
+        raise ValueError(f"{workdir} holds checkpoints of another config (differs in "
+                         f"{', '.join(diff)}); use a new --workdir")
 
 
 def _write_run_files(workdir: epath.Path, cfg, data: GaitData) -> dict:
@@ -197,6 +188,7 @@ def _write_run_files(workdir: epath.Path, cfg, data: GaitData) -> dict:
                            std=np.asarray(data.std_jc).tolist()))
     digest = hashlib.sha1((cfg_json + json.dumps(meta, sort_keys=True)).encode()).hexdigest()
     meta["model_id"] = f"gengait-{cfg.get('name', 'custom')}-{digest[:10]}"
+    _check_resumable(workdir, cfg, meta)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "config.json").write_text(cfg_json)
@@ -260,17 +252,12 @@ def _setup(cfg, workdir: epath.Path, data: GaitData):
     mesh = train_state.make_mesh(cfg)
     graphdef, abstract = train_state.abstract_state(cfg, shape)
     shardings = train_state.state_shardings(abstract, mesh)
-    mngr = _checkpoint_manager(workdir, cfg)
+    mngr = checkpointing.manager(workdir, cfg)
     it = input_pipeline.train_iterator(data.train, cfg.batch_size, seed=cfg.seed,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count())
-    start = mngr.latest_step() or 0
+    state, start = checkpointing.restore_newest(mngr, train_state.restore_target(abstract, shardings), it)
     if start:
-        got = mngr.restore(start, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(train_state.restore_target(abstract, shardings)),
-            data=ocp.args.JsonRestore()))
-        state = got.state
-        _set_data_state(it, got.data)
         logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
     else:
         state = train_state.init_state(cfg, shape, shardings, data.mean_jc, data.std_jc)
@@ -322,7 +309,7 @@ def _loop(run: _Run, state, start: int, stop: _StopRequest, stop_after: int | No
             run.writer.write(row)
             window, t_win = [], t_pause
         if save:
-            _save(mngr, s, state, run.it, force=True)
+            checkpointing.save(mngr, s, state, run.it, force=True)
         if evals:
             row = dict(step=s, **evaluate(run.eval_step, state, run.data, cfg, run.mesh))
             run.writer.write(row, eval_s=time.time() - t_pause)

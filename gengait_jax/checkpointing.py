@@ -1,0 +1,85 @@
+"""Checkpoints: orbax manager with the train state and every host's data iterator position.
+
+Layout: workdir/checkpoints/<step>/state (the nnx.State of model + optimizer, OCDBT) and
+workdir/checkpoints/<step>/data (JSON: the iterator state of each process).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
+
+
+def manager(workdir: epath.Path, cfg) -> ocp.CheckpointManager:
+    """Orbax manager: workdir/checkpoints/<step>/{state,data}; keeps the newest K."""
+    opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)
+    return ocp.CheckpointManager(workdir / "checkpoints", options=opts,
+                                 item_names=("state", "data"))
+
+
+def data_state(it) -> dict:
+    """Iterator state of every process (JSON), so each host resumes its own shard."""
+    state = it.get_state()
+    kind = "bytes" if isinstance(state, bytes) else "json"
+    text = state.decode() if kind == "bytes" else json.dumps(state)
+    if jax.process_count() == 1:
+        return {"kind": kind, "per_process": [text]}
+    raw = np.frombuffer(text.encode(), np.uint8)
+    n = int(multihost_utils.process_allgather(np.array([raw.size])).max())
+    allr = multihost_utils.process_allgather(np.pad(raw, (0, n - raw.size)))
+    return {"kind": kind, "per_process": [bytes(r).rstrip(b"\0").decode() for r in allr]}
+
+
+def set_data_state(it, saved: dict) -> None:
+    """Restores this process's iterator state."""
+    if len(saved["per_process"]) != jax.process_count():
+        raise ValueError("checkpoint was written with a different number of processes")
+    text = saved["per_process"][jax.process_index()]
+    it.set_state(text.encode() if saved["kind"] == "bytes" else json.loads(text))
+
+
+def save(mngr, step: int, state, it, *, force: bool = False) -> None:
+    """Saves the train state and the data iterator position at `step`."""
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state(it))),
+        force=force)
+
+
+def move_aside(ckpt_dir: epath.Path, step: int) -> None:
+    """Moves an unrestorable step out of the manager's way (process 0)."""
+    if jax.process_index() == 0:
+        aside = ckpt_dir.parent / "checkpoints_corrupt"
+        aside.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / str(step)).rename(aside / f"{step}-{int(time.time())}")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"move_aside_{step}")
+
+
+def restore_newest(mngr, target, it):
+    """(state, step) from the newest checkpoint that restores; (None, 0) if there is none.
+
+    A checkpoint that fails to restore (corrupted files) is moved to checkpoints_corrupt/
+    with a warning, and the one before it is used.
+    """
+    for step in sorted(mngr.all_steps(), reverse=True):
+        try:
+            got = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+        except Exception as e:  # noqa: BLE001  (corrupted files: fall back to an older step)
+            first = (str(e).splitlines() or [""])[0][:200]
+            logging.warning("checkpoint %d cannot be restored (%s: %s): moved to "
+                            "checkpoints_corrupt/, trying an older one", step,
+                            type(e).__name__, first)
+            move_aside(mngr.directory, step)
+            mngr.reload()
+            continue
+        set_data_state(it, got.data)
+        return got.state, step
+    return None, 0
