@@ -93,7 +93,7 @@ def jit_steps(cfg, graphdef, shardings, mesh):
                                      has_aux=True)
         (loss, aux), grads = grad_fn(ts.model)
         ts.opt.update(ts.model, grads)
-        metrics = dict(loss=loss, grad_norm=optax.global_norm(grads), lr=lr, **aux)
+        metrics = dict(loss=loss, grad_norm=optax.tree.norm(grads), lr=lr, **aux)
         return nnx.state(ts), metrics
 
     def eval_step(state, batch, rng):
@@ -263,7 +263,7 @@ def _setup(cfg, workdir: epath.Path, data: GaitData):
         state = train_state.init_state(cfg, shape, shardings, data.mean_jc, data.std_jc)
     with jax.set_mesh(mesh):
         train_c, eval_c, flops = compile_steps(cfg, graphdef, abstract, shardings, mesh, shape)
-    n_params = sum(x.size for x in jax.tree.leaves(abstract["model"].filter(nnx.Param)))
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.filter_state(abstract["model"], nnx.Param)))
     logging.info("model %s: %d params; mesh %s; global batch %d; steps %d..%d",
                  meta["model_id"], n_params, dict(mesh.shape), cfg.batch_size, start,
                  cfg.total_steps)
