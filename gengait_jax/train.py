@@ -49,17 +49,18 @@ class GaitData:
 
 
 def prepare_data(cfg: ml_collections.ConfigDict) -> None:
-    """Builds the TFDS dataset if it is not there yet (process 0 first if data_dir is shared)."""
+    """Builds the TFDS dataset if it is not there yet (process 0 first, then the others)."""
     import tensorflow_datasets as tfds
     import tfds_gait  # noqa: F401  (registers gait_cycles)
     dl = tfds.download.DownloadConfig(manual_dir=cfg.data.manual_dir or None)
     build = lambda: tfds.builder(cfg.data.name, data_dir=cfg.data.data_dir).download_and_prepare(
         download_config=dl)
-    shared = "://" in str(cfg.data.data_dir)
-    if not shared or jax.process_index() == 0:
+    if jax.process_index() == 0:
         build()
-    if shared and jax.process_count() > 1:
+    if jax.process_count() > 1:
         multihost_utils.sync_global_devices("prepare_data")
+        if jax.process_index() != 0:
+            build()  # a no-op where data_dir is shared; a local copy on per-host disks
 
 
 def load_data(cfg: ml_collections.ConfigDict) -> GaitData:
