@@ -1,0 +1,172 @@
+"""TFDS builder `gait_cycles`: one example per stride, array_record, no TensorFlow needed.
+
+Configs:
+- `embedded` (default): the real cohort shipped in `tfds_gait/data/embedded`, split by subject.
+- `c3d_dir`: a lab's own Plug-in-Gait C3D folder given as `manual_dir`. Subject id = the first
+  folder level below manual_dir (files directly in manual_dir: the file stem before '_').
+  Split by a stable hash of the subject id: 80 % train, 10 % validation, 10 % test.
+- `synthetic`: 150 subjects drawn from a cohort model fitted on the embedded train split;
+  130 / 10 / 10 subjects (the 10 test subjects are the paper's 10 held out).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from tfds_gait import c3d as c3d_lib
+from tfds_gait import joints as joints_lib
+from tfds_gait import stats as stats_lib
+from tfds_gait import strides as strides_lib
+from tfds_gait.errors import GaitDataError
+
+EMBEDDED_DIR = os.path.join(os.path.dirname(__file__), "data", "embedded")
+NUM_POINTS = 100
+JOINT_SET = "lower"
+# Fixed subject splits of the embedded cohort (see BUILD_NOTES.md "Splits").
+EMBEDDED_SPLITS = {
+    "train": ("SI02", "HC033A", "HC032A", "HC036A", "HC038A", "HC039A", "HC040A"),
+    "validation": ("HC030A", "HC002D"),
+    "test": ("HC044A", "HC031A"),
+}
+SYNTHETIC_SUBJECTS = {"train": 130, "validation": 10, "test": 10}
+SYNTHETIC_STRIDES_PER_SUBJECT = 10
+SYNTHETIC_SEED = 0
+
+
+def hash_split(subject: str) -> str:
+    """Stable 80/10/10 split of a subject id (c3d_dir)."""
+    h = int(hashlib.sha256(subject.encode()).hexdigest(), 16) % 10
+    return "test" if h == 0 else "validation" if h == 1 else "train"
+
+
+def _c3d_files(folder: str) -> list[str]:
+    """All .c3d files below a folder (case-insensitive), sorted."""
+    out = []
+    for root, _, files in os.walk(folder):
+        out += [os.path.join(root, f) for f in files if f.lower().endswith(".c3d")]
+    return sorted(out)
+
+
+def subject_of(path: str, folder: str) -> str:
+    """The documented subject-id rule of a file inside a c3d_dir folder."""
+    rel = os.path.relpath(path, folder).split(os.sep)
+    return rel[0] if len(rel) > 1 else os.path.splitext(rel[0])[0].split("_")[0]
+
+
+def read_folder(folder: str, joint_set: str = JOINT_SET) -> list[dict]:
+    """Strides of every readable C3D in a folder; unreadable files are skipped with a warning."""
+    files = _c3d_files(folder) if os.path.isdir(folder) else []
+    if not files:
+        raise GaitDataError(folder, "no .c3d files found (is it the right folder?)")
+    out, bad = [], []
+    for path in files:
+        try:
+            trial = c3d_lib.read_trial(path, joint_set, subject=subject_of(path, folder))
+            out += strides_lib.segment_strides(trial, NUM_POINTS)
+        except GaitDataError as e:
+            logging.warning("skipping %s", e)
+            bad.append(path)
+    if not out:
+        raise GaitDataError(folder, f"no usable strides in {len(files)} C3D files "
+                                    f"({len(bad)} unreadable)")
+    return out
+
+
+def _example(s: dict) -> dict:
+    """The stored fields of one stride."""
+    return {k: s[k] for k in ("angles", "valid", "subject", "trial", "side", "events",
+                              "stride_index", "duration_s", "foot_off_pct", "speed_m_s")}
+
+
+class GaitCycles(tfds.core.GeneratorBasedBuilder):
+    """Gait strides [T, J, 3] of Plug-in-Gait joint angles (degrees) with validity masks."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Strides of the embedded, c3d_dir and synthetic cohorts."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="embedded", description="Shipped real cohort."),
+        tfds.core.BuilderConfig(name="c3d_dir", description="A lab's C3D folder (manual_dir)."),
+        tfds.core.BuilderConfig(name="synthetic", description="150-subject model cohort."),
+    ]
+    DEFAULT_CONFIG_NAME = "embedded"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("For `c3d_dir`: pass the folder of Plug-in-Gait C3D files "
+                                    "as manual_dir; one sub-folder per subject.")
+
+    def __init__(self, *, file_format=None, **kwargs):
+        """Defaults to array_record: random access through tfds.data_source, no TensorFlow."""
+        super().__init__(file_format=file_format or "array_record", **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        """Features of one stride."""
+        j = len(joints_lib.joint_names(JOINT_SET))
+        f = tfds.features
+        return self.dataset_info_from_configs(features=f.FeaturesDict({
+            "angles": f.Tensor(shape=(NUM_POINTS, j, 3), dtype=np.float32),
+            "valid": f.Tensor(shape=(NUM_POINTS, j), dtype=np.bool_),
+            "subject": f.Text(), "trial": f.Text(), "side": f.Text(), "events": f.Text(),
+            "stride_index": f.Scalar(dtype=np.int32),
+            "duration_s": f.Scalar(dtype=np.float32),
+            "foot_off_pct": f.Scalar(dtype=np.float32),
+            "speed_m_s": f.Scalar(dtype=np.float32),
+        }), description=__doc__)
+
+    def _strides(self, dl_manager) -> dict[str, list[dict]]:
+        """Strides of this config grouped by split."""
+        name = self.builder_config.name
+        if name == "c3d_dir":
+            strides = read_folder(os.fspath(dl_manager.manual_dir))
+            split_of = hash_split
+        else:
+            strides = read_folder(EMBEDDED_DIR)
+            split_of = {s: k for k, v in EMBEDDED_SPLITS.items() for s in v}.get
+        by_split = {"train": [], "validation": [], "test": []}
+        for s in strides:
+            by_split[split_of(s["subject"]) or "train"].append(s)
+        if name == "synthetic":
+            by_split = _synthetic(by_split["train"])
+        return by_split
+
+    def _split_generators(self, dl_manager):
+        """One generator per non-empty split."""
+        by_split = self._strides(dl_manager)
+        return {k: self._generate_examples(v) for k, v in by_split.items() if v}
+
+    def _generate_examples(self, strides: list[dict]):
+        """Yields (key, example) per stride."""
+        for s in strides:
+            yield f"{s['subject']}/{s['trial']}/{s['side']}{s['stride_index']}", _example(s)
+
+    def download_and_prepare(self, *args, **kwargs):
+        """Prepares the splits, then writes the train-split normalization stats beside them."""
+        super().download_and_prepare(*args, **kwargs)
+        if not os.path.exists(os.path.join(os.fspath(self.data_dir), stats_lib.STATS_FILE)):
+            stats_lib.write_stats(self, joints_lib.joint_names(JOINT_SET))
+
+
+def _synthetic(train: list[dict]) -> dict[str, list[dict]]:
+    """The synthetic cohort: a model fitted on the real train strides, sampled by seed."""
+    from tfds_gait import synthetic
+
+    angles = np.stack([s["angles"] for s in train])
+    subjects = np.array([s["subject"] for s in train])
+    sides = np.array([s["side"] for s in train])
+    model = synthetic.fit_cohort_model(angles, subjects, sides)
+    total = sum(SYNTHETIC_SUBJECTS.values())
+    draw = synthetic.sample_cohort(model, total, SYNTHETIC_STRIDES_PER_SUBJECT, SYNTHETIC_SEED)
+    out, first = {}, 0
+    for split, n in SYNTHETIC_SUBJECTS.items():
+        keep = (draw["subject"] >= first) & (draw["subject"] < first + n)
+        out[split] = [dict(angles=a, valid=np.ones(a.shape[:2], bool), subject=f"SYN{sub:03d}",
+                           trial="synthetic", side=str(side), events="synthetic",
+                           stride_index=i, duration_s=np.nan, foot_off_pct=np.nan,
+                           speed_m_s=np.nan)
+                      for i, (a, sub, side) in enumerate(zip(draw["angles"][keep],
+                                                             draw["subject"][keep],
+                                                             draw["side"][keep]))]
+        first += n
+    return out
