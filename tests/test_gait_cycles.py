@@ -1,0 +1,87 @@
+"""TFDS builder: array_record without TensorFlow, subject-disjoint splits, c3d_dir, stats."""
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import tfds_gait
+from tfds_gait import gait_cycles, stats
+from tfds_gait.errors import GaitDataError
+
+
+def _subjects(name, split, data_dir):
+    src = tfds.data_source(name, split=split, data_dir=data_dir)
+    return {src[i]["subject"] for i in range(len(src))}
+
+
+def test_data_source_items(embedded_data_dir):
+    assert importlib.util.find_spec("tensorflow") is None
+    src = tfds.data_source("gait_cycles/embedded", split="train", data_dir=embedded_data_dir)
+    item = src[0]
+    assert item["angles"].shape == (100, 10, 3) and item["angles"].dtype == np.float32
+    assert item["valid"].shape == (100, 10) and item["valid"].dtype == bool
+    assert {"subject", "side"} <= set(item)
+
+
+def test_splits_are_subject_disjoint_and_fixed(embedded_data_dir):
+    got = {s: _subjects("gait_cycles/embedded", s, embedded_data_dir)
+           for s in ("train", "validation", "test")}
+    assert not (got["train"] & got["validation"]) and not (got["train"] & got["test"])
+    assert not (got["validation"] & got["test"])
+    for split, names in gait_cycles.EMBEDDED_SPLITS.items():
+        assert {n.encode() for n in names} == got[split]
+
+
+def test_stats_from_train_split(embedded_data_dir):
+    st = stats.load_stats("gait_cycles/embedded", embedded_data_dir)
+    src = tfds.data_source("gait_cycles/embedded", split="train", data_dir=embedded_data_dir)
+    knee = np.stack([src[i]["angles"][:, 2, 0] for i in range(len(src))])
+    assert st["mean"].shape == (10, 3)
+    np.testing.assert_allclose(st["mean"][2, 0], knee.mean(), rtol=1e-4)
+    assert st["joint_names"][2] == "LKnee"
+
+
+def test_c3d_dir_on_fixture_folder(tmp_path):
+    folder = tmp_path / "lab"
+    for subject in ("SI02", "HC036A"):
+        shutil.copytree(os.path.join(gait_cycles.EMBEDDED_DIR, subject), folder / subject)
+    (folder / "HC036A" / "broken.c3d").write_text("not a c3d")
+    data_dir = str(tmp_path / "tfds")
+    b = tfds.builder("gait_cycles/c3d_dir", data_dir=data_dir)
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(folder)))
+    n = sum(len(tfds.data_source("gait_cycles/c3d_dir", split=s, data_dir=data_dir))
+            for s in b.info.splits)
+    assert n == 20 + 3  # all treadmill strides + the three straight-walk strides
+    for s in b.info.splits:
+        for subj in _subjects("gait_cycles/c3d_dir", s, data_dir):
+            assert gait_cycles.hash_split(subj.decode()) == s
+
+
+def test_empty_c3d_dir_is_a_one_line_error(tmp_path):
+    with pytest.raises(GaitDataError, match="no .c3d files found"):
+        gait_cycles.read_folder(str(tmp_path))
+
+
+def test_works_when_tensorflow_cannot_be_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import tensorflow_datasets as tfds, tfds_gait\n"
+        f"b = tfds.builder('gait_cycles/embedded', data_dir={str(tmp_path)!r})\n"
+        "b.download_and_prepare()\n"
+        f"src = tfds.data_source('gait_cycles/embedded', split='test', data_dir={str(tmp_path)!r})\n"
+        "print(len(src), src[0]['angles'].shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(tfds_gait.__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "(100, 10, 3)" in out.stdout
