@@ -1,0 +1,19 @@
+"""JAX persistent compilation cache, enabled in one place by the launchers."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "gengait_jax", "xla")
+
+
+def enable(cache_dir: str | None = None) -> str:
+    """Caches compiled programs on disk so a new process (e.g. detect) does not recompile."""
+    path = cache_dir or os.environ.get("GENGAIT_JAX_CACHE", DEFAULT_DIR)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
