@@ -8,9 +8,11 @@ on. `compute` is pure (arrays in, nested dict out); `evaluate` wires the trained
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 import numpy as np
+from absl import logging
 
 from gengait_jax import baselines, metrics
 
@@ -160,6 +162,138 @@ def compute(rec: dict, ref: baselines.Reference, *, seed: int = 0) -> dict:
     return out
 
 
+Detector = Callable[[np.ndarray, np.ndarray], dict]
+Twin = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch: int) -> Any:
+    """Calls `fn` on fixed-size row batches (last one padded, so one compile) and concatenates."""
+    n = len(arrays[0])
+    outs = []
+    for i in range(0, n, batch):
+        part = [a[i:i + batch] for a in arrays]
+        m = len(part[0])
+        pad = [np.concatenate([p, np.repeat(p[-1:], batch - m, 0)]) if m < batch else p
+               for p in part]
+        res = fn(*pad)
+        outs.append(_map_out(lambda r: np.asarray(r)[:m], res))
+    if isinstance(outs[0], dict):
+        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+    return np.concatenate(outs)
+
+
+def _map_out(f: Callable, x: Any) -> Any:
+    """Maps `f` over a dict's values, or applies it to an array."""
+    return {k: f(v) for k, v in x.items()} if isinstance(x, dict) else f(x)
+
+
+def build_records(test: dict, sim: dict) -> dict:
+    """Clean test strides (kind CLEAN) followed by the simulator's perturbed copies."""
+    idx = np.asarray(sim["clean_index"])
+    n, (j, c) = len(test["angles"]), np.shape(test["angles"])[2:]
+    return {
+        "perturbed": np.concatenate([test["angles"], sim["angles"]]).astype(np.float32),
+        "clean": np.concatenate([test["angles"], test["angles"][idx]]).astype(np.float32),
+        "valid": np.concatenate([test["valid"], test["valid"][idx]]),
+        "truth": np.concatenate([np.zeros((n, j, c), bool), np.asarray(sim["truth"], bool)]),
+        "kind": np.concatenate([np.full(n, CLEAN), np.asarray(sim["kind"]).astype(str)]),
+        "severity": np.concatenate([np.zeros(n), np.asarray(sim["severity"], float)]),
+        "subject": np.concatenate([test["subject"], test["subject"][idx]]),
+        "side": np.concatenate([test["side"], test["side"][idx]])}
+
+
+def run_gengait(rec: dict, detect: Detector, twin: Twin, *, batch: int = 128,
+                oracle: bool = True) -> dict:
+    """Adds pass-1 scores/z/flags and the pass-2 twin (and the oracle-flag twin) to `rec`."""
+    rec = dict(rec)
+    rec.update(batched(detect, [rec["perturbed"], rec["valid"]], batch))
+    rec["flags"] = np.asarray(rec["flags"], bool)
+    rec["twin"] = batched(twin, [rec["perturbed"], rec["valid"], rec["flags"]], batch)
+    if oracle:
+        rec["twin_oracle"] = batched(twin, [rec["perturbed"], rec["valid"],
+                                            rec["truth"].any(-1)], batch)
+    return rec
+
+
+def model_fns(model, cal: dict, *, twin_samples: int = 0) -> tuple[Detector, Twin]:
+    """Pass 1 + calibrated z/flags, and pass 2 (twin, observed unflagged joints kept)."""
+    from gengait_jax import calibration, scoring, twin as twin_lib
+
+    def detect(x, valid):
+        p1 = scoring.score_strides(model, x, valid, num_context=int(cal.get("num_context", 0)))
+        z = calibration.zscores(p1.score_nj, cal)
+        return {"scores": p1.score_nj, "z": z, "flags": calibration.stride_flags(z, cal)}
+
+    def twin(x, valid, flags):
+        return twin_lib.normative_twin(model, x, valid, flags, num_samples=twin_samples).twin_ntjc
+
+    return detect, twin
+
+
+def simulate(test: dict, joint_names: Sequence[str], severities, seed: int) -> dict:
+    """The simulator's perturbed copies of the test strides (7 kinds x severities)."""
+    from tfds_gait import abnormalities
+    return abnormalities.make_evaluation_set(test["angles"], test["side"], joint_names,
+                                             severities=tuple(severities), seed=seed)
+
+
+def evaluate_arrays(detect: Detector, twin: Twin, test: dict, train: dict,
+                    joint_names: Sequence[str], *, severities=(0.5, 1.0), seed: int = 0,
+                    batch: int = 64) -> dict:
+    """The whole evaluation from split arrays (angles, valid, subject, side) and the passes."""
+    ref = baselines.fit_reference(train["angles"], train["valid"], train.get("side"),
+                                  train.get("subject"))
+    rec = build_records(test, simulate(test, joint_names, severities, seed))
+    logging.info("evaluation set: %d clean + %d perturbed strides of %d subjects",
+                 int((rec["kind"] == CLEAN).sum()), int((rec["kind"] != CLEAN).sum()),
+                 metrics.n_subjects(rec["subject"]))
+    t0 = time.time()
+    rec = run_gengait(rec, detect, twin, batch=batch)
+    logging.info("pass 1 + flags + pass 2 (twin and oracle twin): %.1f s", time.time() - t0)
+    out = compute(rec, ref, seed=seed)
+    out["reference"] = {"n_strides": ref.n_strides, "n_subjects": ref.n_subjects,
+                        "sides": sorted(ref.mean_tjc)}
+    return out
+
+
+def split_arrays(name: str, split: str, data_dir: str) -> dict:
+    """A TFDS split as arrays: angles [S,T,J,C], valid [S,T,J], subject [S], side [S] (str)."""
+    import tensorflow_datasets as tfds
+    import tfds_gait  # noqa: F401  (registers gait_cycles)
+    src = tfds.data_source(name, split=split, data_dir=data_dir)
+    rows = [src[i] for i in range(len(src))]
+    if not rows:
+        raise ValueError(f"split {split!r} of {name} is empty")
+    dec = lambda v: v.decode() if isinstance(v, bytes) else v
+    out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in ("angles", "valid")}
+    out.update({k: np.array([str(dec(r[k])) for r in rows]) for k in ("subject", "side")})
+    return out
+
+
+def evaluate(workdir: str, *, data_name: str | None = None, data_dir: str | None = None,
+             split: str = "test", severities=(0.5, 1.0), seed: int = 0) -> dict:
+    """Restores model + calibration of `workdir` and evaluates on `split` of its dataset."""
+    from gengait_jax import calibration, train as train_lib
+    model, cfg, meta = train_lib.restore_model(workdir)
+    cal = calibration.load(workdir)
+    name, ddir = data_name or cfg.data.name, data_dir or cfg.data.data_dir
+    test, train = split_arrays(name, split, ddir), split_arrays(name, cfg.data.train_split, ddir)
+    detect, twin = model_fns(model, cal)
+    out = evaluate_arrays(detect, twin, test, train, meta["joint_names"],
+                          severities=severities, seed=seed)
+    out["setting"] = {"data_name": name, "data_dir": str(ddir), "split": split,
+                      "workdir": str(workdir), "model_id": meta.get("model_id"),
+                      "step": meta.get("step"), "calibration_id": cal.get("id"),
+                      "severities": list(severities), "seed": seed,
+                      "n_test_strides": len(test["angles"]),
+                      "n_test_subjects": metrics.n_subjects(test["subject"]),
+                      "reference": f"{cfg.data.train_split} split",
+                      "envelope_rule": f"> {baselines.ENVELOPE_MAX_OUTSIDE:.0%} of the cycle "
+                                       f"outside mean +/- {baselines.ENVELOPE_K_SD:g} SD",
+                      "zscore_rule": "GVS z > 2"}
+    return out
+
+
 def jsonable(x: Any) -> Any:
     """Nested dict with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
     if isinstance(x, dict):
@@ -171,3 +305,21 @@ def jsonable(x: Any) -> Any:
     if isinstance(x, (float, np.floating)):
         return float(x) if np.isfinite(x) else None
     return x
+
+
+def write_outputs(ev: dict, out_dir: str) -> dict[str, Any]:
+    """Writes evaluation.json (strict JSON), evaluation.md and the PNG plots into `out_dir`."""
+    import json
+    import os
+
+    from gengait_jax import evaluation_report
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, "evaluation.json"),
+             "markdown": os.path.join(out_dir, "evaluation.md")}
+    with open(paths["json"], "w") as f:
+        json.dump(jsonable(ev), f, indent=1, allow_nan=False)
+    clean = json.loads(json.dumps(jsonable(ev)))
+    with open(paths["markdown"], "w") as f:
+        f.write(evaluation_report.markdown(clean))
+    paths["plots"] = evaluation_report.plots(clean, out_dir)
+    return paths

@@ -107,6 +107,13 @@ def markdown(ev: dict) -> str:
     bad = verdicts(ev)
     parts += ["## Where GenGait does not beat a baseline", ""]
     parts += [f"- {v}" for v in bad] or ["- none: GenGait beats every baseline in every row."]
+    for other in ev.get("other_settings", []):
+        o = other.get("setting", {})
+        parts += ["", f"# Second setting: {o.get('data_name')} / {o.get('split')}", "",
+                  "Setting: " + ", ".join(f"{k} = {v}" for k, v in o.items()
+                                          if not isinstance(v, (list, dict))), "",
+                  summary_table(other), ""]
+        parts += [f"- {v}" for v in verdicts(other)]
     return "\n".join(parts) + "\n"
 
 

@@ -1,6 +1,7 @@
 """Evaluation tables: `compute` on hand-built records with known answers."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -142,3 +143,100 @@ def test_markdown_and_plots(tmp_path):
     assert "does not beat zscore" in md  # a losing GenGait is said so, with numbers
     paths = evaluation_report.plots(ev, str(tmp_path))
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in paths)
+
+
+def test_batched_pads_to_one_shape_and_trims():
+    shapes = []
+
+    def fn(a, b):
+        shapes.append(a.shape)
+        return {"s": a.sum(-1) + b, "x": a}
+
+    a, b = np.arange(14.0).reshape(7, 2), np.arange(7.0)
+    out = evaluation.batched(fn, [a, b], 3)
+    assert shapes == [(3, 2)] * 3  # the last batch of 1 is padded: one compiled shape
+    np.testing.assert_allclose(out["s"], a.sum(-1) + b)
+    np.testing.assert_allclose(out["x"], a)
+
+
+def test_build_records_puts_clean_strides_first():
+    test = {"angles": np.zeros((2, T, J, C)), "valid": np.ones((2, T, J), bool),
+            "subject": np.array(["s1", "s2"]), "side": np.array(["L", "R"])}
+    truth = np.zeros((3, J, C), bool)
+    truth[:, 1, 0] = True
+    sim = {"angles": np.ones((3, T, J, C)), "clean_index": np.array([1, 0, 1]),
+           "kind": np.array(["a", "b", "a"]), "severity": np.array([0.5, 1.0, 1.0]),
+           "truth": truth}
+    rec = evaluation.build_records(test, sim)
+    assert rec["kind"].tolist() == ["clean", "clean", "a", "b", "a"]
+    assert rec["subject"].tolist() == ["s1", "s2", "s2", "s1", "s2"]
+    assert rec["side"].tolist() == ["L", "R", "R", "L", "R"]
+    assert not rec["truth"][:2].any() and rec["truth"][2:, 1, 0].all()
+    np.testing.assert_array_equal(rec["clean"][2:], 0.0)
+    np.testing.assert_array_equal(rec["perturbed"][2:], 1.0)
+
+
+# --- With a real (untrained, tiny) model, the real simulator and calibration -----------------
+
+@pytest.fixture(scope="module")
+def tiny_workdir(tmp_path_factory, embedded_data_dir):
+    """A workdir (config, meta, checkpoint, calibration) of an untrained `tiny` model."""
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from gengait_jax import calibration, train_state
+    from gengait_jax.configs import default
+    from tfds_gait import joints
+    path = tmp_path_factory.mktemp("eval_workdir")
+    cfg = default.tiny()
+    cfg.data.data_dir = embedded_data_dir
+    names = list(joints.joint_names("lower"))
+    shape = dict(num_frames=100, num_joints=len(names), num_channels=3)
+    state = train_state._new_state(cfg, shape, np.zeros((10, 3)), np.full((10, 3), 20.0))
+    meta = dict(dataset=cfg.data.name, joint_names=names, model_id="untrained-tiny", **shape)
+    (path / "config.json").write_text(cfg.to_json_best_effort())
+    (path / "model_meta.json").write_text(json.dumps(meta))
+    with ocp.CheckpointManager(path / "checkpoints", item_names=("state", "data")) as mngr:
+        mngr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(nnx.state(state)),
+                                             data=ocp.args.JsonSave({})))
+        mngr.wait_until_finished()
+    # Calibrated on made-up validation scores: the model is untrained, only the wiring is tested.
+    scores = np.random.default_rng(0).lognormal(1.0, 0.3, (40, len(names)))
+    calibration.save(calibration.fit(scores, names), str(path))
+    return path
+
+
+def test_launcher_writes_json_markdown_and_plots(tiny_workdir, tmp_path):
+    import subprocess
+    import sys
+    from tfds_gait import abnormalities
+    workdir = tiny_workdir
+    r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--workdir={workdir}",
+                        f"--output={tmp_path}", "--severities=1.0"],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, GENGAIT_JAX_CACHE=str(tmp_path / "xla")))
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = json.loads((tmp_path / "evaluation.json").read_text())
+    assert ev["setting"]["split"] == "test" and ev["setting"]["data_name"] == "gait_cycles/embedded"
+    n_test, kinds = ev["setting"]["n_test_strides"], abnormalities.ABNORMALITIES
+    assert ev["n_subjects"] == ev["setting"]["n_test_subjects"] >= 1
+    assert ev["n_strides"] == n_test * len(kinds)  # one severity
+    assert ev["localization"]["n_clean_strides"] == n_test
+    assert set(ev["per_abnormality"]) == set(kinds)
+    assert ev["reference"]["sides"] == ["L", "R"] and ev["reference"]["n_strides"] > n_test
+    assert ev["correction"]["deviation_before_deg"] > 0
+    assert isinstance(ev["localization"]["top1_accuracy"], float)
+    assert "baselines" in ev and "per_abnormality" in ev
+    md = (tmp_path / "evaluation.md").read_text()
+    assert "| GenGait (z-scores, twin) |" in md and "## foot_drop" in md
+    assert (tmp_path / "evaluation_deviation.png").stat().st_size > 1000
+    assert "| all abnormalities |" in r.stdout
+
+
+def test_launcher_missing_workdir_is_one_line_error(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--workdir={tmp_path}/nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: FileNotFoundError")
