@@ -276,6 +276,8 @@ def evaluate(workdir: str, *, data_name: str | None = None, data_dir: str | None
     from gengait_jax import calibration, train as train_lib
     model, cfg, meta = train_lib.restore_model(workdir)
     cal = calibration.load(workdir)
+    if not isinstance(cal, dict) or "joint_names" not in cal:
+        raise ValueError(f"{workdir}/calibration.json holds no calibration: calibrate again")
     name, ddir = data_name or cfg.data.name, data_dir or cfg.data.data_dir
     test, train = split_arrays(name, split, ddir), split_arrays(name, cfg.data.train_split, ddir)
     detect, twin = model_fns(model, cal)

@@ -19,6 +19,15 @@ def fmt(x: Any, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def min_p_note(n_subjects: int | None) -> str:
+    """Reminder of the smallest two-sided subject-level Wilcoxon p that n subjects allow."""
+    if not n_subjects or n_subjects > 10:
+        return ""
+    return (f" With {n_subjects} subjects the smallest attainable subject-level p is "
+            f"{2.0 ** (1 - n_subjects):.2g}: stride-level p-values treat strides of one person "
+            f"as independent and overstate the evidence.")
+
+
 def _groups(ev: dict) -> dict[str, dict]:
     """The overall table first, then one per abnormality."""
     return {ALL: ev, **ev.get("per_abnormality", {})}
@@ -69,7 +78,7 @@ def group_table(t: dict) -> str:
         f"after (twin), {fmt(b['population_mean']['deviation_after_deg'])} deg with the population "
         f"mean; Wilcoxon p = {fmt(cor['p_value'], 3)} (per-subject means: "
         f"p = {fmt(cor.get('subject_p_value'), 3)}), rank-biserial r = {fmt(cor['effect_size'])}, "
-        f"d_z = {fmt(cor['cohens_dz'])}.",
+        f"d_z = {fmt(cor['cohens_dz'])}." + min_p_note(cor.get("n_subjects")),
         f"Preservation: unaffected joints change by {fmt(t['preservation']['rms_change_deg'])} deg "
         f"RMS between input and twin."]
     if "correction_oracle_flags" in t:
