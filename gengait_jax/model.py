@@ -33,13 +33,18 @@ class Block(nnx.Module):
         self.fc1 = nnx.Linear(width, mlp_ratio * width, dtype=dtype, rngs=rngs)
         self.fc2 = nnx.Linear(mlp_ratio * width, width, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x_bnd: jax.Array, kv_len_b: jax.Array | None) -> jax.Array:
-        """Applies attention (keys beyond kv_len_b ignored) and the MLP."""
+    def __call__(self, x_bnd: jax.Array, kv_len_b: jax.Array | None,
+                 query_bq: jax.Array | None = None) -> jax.Array:
+        """Attention (keys beyond kv_len_b ignored) and MLP; only rows query_bq if given."""
         b, n, d = x_bnd.shape
         qkv = self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
-        att = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2],
+        q = qkv[:, :, 0]
+        if query_bq is not None:  # queries of the rows that are read; keys/values of all
+            q = jnp.take_along_axis(q, query_bq[:, :, None, None], axis=1)
+            x_bnd = jnp.take_along_axis(x_bnd, query_bq[..., None], axis=1)
+        att = jax.nn.dot_product_attention(q, qkv[:, :, 1], qkv[:, :, 2],
                                            key_value_seq_lengths=kv_len_b)
-        x_bnd = x_bnd + self.out(att.reshape(b, n, d))
+        x_bnd = x_bnd + self.out(att.reshape(x_bnd.shape))
         return x_bnd + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_bnd))))
 
 
@@ -111,8 +116,8 @@ class GenGaitMAE(nnx.Module):
         return self.enc_norm(x_bkd), keep_valid, restore
 
     def decode(self, latents_bkd: jax.Array, keep_valid_bk: jax.Array,
-               restore_bn: jax.Array) -> jax.Array:
-        """Puts latents back in token order, fills hidden ones with the mask token, decodes."""
+               restore_bn: jax.Array, query_idx: jax.Array | None = None) -> jax.Array:
+        """Latents back in token order, hidden ones = mask token; decodes (rows query_idx)."""
         y = self.dec_embed(latents_bkd)
         b, k, d = y.shape
         n = restore_bn.shape[-1]
@@ -121,14 +126,18 @@ class GenGaitMAE(nnx.Module):
         y = jnp.concatenate([y, mask[:, k:]], axis=1)
         y = jnp.take_along_axis(y, restore_bn[..., None], axis=1)
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
-        for block in self.decoder:
-            y = block(y, None)
+        # The last block (and the head) only computes the rows that are read.
+        for i, block in enumerate(self.decoder):
+            y = block(y, None, query_idx if i == len(self.decoder) - 1 else None)
+        if query_idx is not None and not len(self.decoder):
+            y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)
 
-    def __call__(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int) -> jax.Array:
-        """Predicts all tokens [B, N, patch * C] (normalized) from the visible ones."""
+    def __call__(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int,
+                 query_idx: jax.Array | None = None) -> jax.Array:
+        """Predicts all tokens [B, N, patch * C] (normalized), or rows query_idx [B, Q]."""
         latents, keep_valid, restore = self.encode(tokens_bnd, visible_bn, num_keep)
-        return self.decode(latents, keep_valid, restore)
+        return self.decode(latents, keep_valid, restore, query_idx)
 
     def reconstruct(self, x_btjc: jax.Array, visible_bn: jax.Array, num_keep: int) -> jax.Array:
         """Physical units in and out: reconstructs [B, T, J, C] from the visible tokens."""
