@@ -1,0 +1,141 @@
+"""Pass 1, localization: every joint hidden in turn and reconstructed from the rest of the body.
+
+For B strides and J joints, the J whole-joint occlusion masks (optionally crossed with M random
+context maskings) are scored in ONE compiled program: `jax.jit` of a `jax.vmap` over the mask
+axis, the strides being the model's batch axis. A joint's inconsistency is the deviation of its
+reconstruction from its observed trajectory, in the input's physical units (degrees for angles):
+RMS over the valid frames per channel, RMS over valid frames and channels (the joint score), and
+the RMS over channels per time point (the joint x gait-phase map).
+
+A joint is "not scored" (score NaN, reported null, never normal) when fewer than
+MIN_VALID_FRACTION of its frames are valid, or fewer than MIN_CONTEXT_FRACTION of the other
+joints' tokens are valid (too little body left to reconstruct it from).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gengait_jax import masking
+from gengait_jax.model import GenGaitMAE
+
+MIN_VALID_FRACTION = 0.5
+MIN_CONTEXT_FRACTION = 0.5
+CONTEXT_HIDE = 0.25  # share of the context tokens a random context masking also hides
+BUCKETS = (8, 16, 32, 64)  # strides are padded to one of these (one compile per size)
+
+_TRACES: collections.Counter = collections.Counter()
+
+
+def trace_count(name: str = "pass1") -> int:
+    """How many times the named program has been traced (= compiled) in this process."""
+    return _TRACES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass1:
+    """Per-stride pass-1 results (numpy), N strides; NaN where not scored or invalid."""
+
+    recon_ntjc: np.ndarray    # joint j reconstructed with joint j hidden
+    rms_njc: np.ndarray       # RMS error over valid frames, per channel
+    score_nj: np.ndarray      # RMS over valid frames and channels (NaN: not scored)
+    map_ntj: np.ndarray       # RMS over channels per time point (NaN: invalid frame)
+    valid_frac_nj: np.ndarray  # share of valid frames of each joint
+    scored_nj: np.ndarray     # bool: enough valid data and context
+
+
+def context_keep(key: jax.Array, valid_bn: jax.Array, num_context: int,
+                 hide: float = CONTEXT_HIDE) -> jax.Array:
+    """[M, B, N] extra-visibility masks: all True if num_context == 0, else random keeps."""
+    if num_context == 0:
+        return jnp.ones((1,) + valid_bn.shape, bool)
+    return jax.random.bernoulli(key, 1.0 - hide, (num_context,) + valid_bn.shape)
+
+
+def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
+                    key: jax.Array, num_context: int = 0) -> jax.Array:
+    """[B, T, J, C]: joint j of every stride reconstructed with joint j hidden (vmap over J)."""
+    j, p = model.num_joints, model.num_patches
+    valid_bn = masking.token_valid(valid_btj, model.patch)
+    keep_mbn = context_keep(key, valid_bn, num_context)
+    masks = masking.occlusion_masks(valid_bn, j)[None] & keep_mbn[:, None]  # [M, J, B, N]
+    m = masks.shape[0]
+    x = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)  # invalid frames never leak
+    recon = jax.vmap(lambda v: model.reconstruct(x, v, valid_bn.shape[-1] - p))(
+        masks.reshape((m * j,) + valid_bn.shape))
+    recon = recon.reshape((m, j) + x_btjc.shape).mean(0)  # [J(mask), B, T, J, C]
+    return jnp.moveaxis(jnp.diagonal(recon, axis1=0, axis2=3), -1, 2)  # mask j -> joint j
+
+
+def error_stats(recon_btjc: jax.Array, x_btjc: jax.Array, valid_btj: jax.Array,
+                patch: int) -> dict:
+    """RMS per channel, joint score, phase map, valid share, scored flag (jnp, any units)."""
+    b, t, j, c = x_btjc.shape
+    w = valid_btj[..., None]
+    sq = jnp.where(w, jnp.square(recon_btjc - jnp.nan_to_num(x_btjc)), 0.0)
+    n_bj = valid_btj.sum(1).astype(jnp.float32)
+    rms_bjc = jnp.sqrt(sq.sum(1) / jnp.maximum(n_bj, 1.0)[..., None])
+    score_bj = jnp.sqrt(sq.sum((1, 3)) / jnp.maximum(n_bj * c, 1.0))
+    map_btj = jnp.where(valid_btj, jnp.sqrt(sq.mean(-1)), jnp.nan)
+    tok_bjp = masking.token_valid(valid_btj, patch).reshape(b, j, -1)
+    per_joint = tok_bjp.sum(-1)
+    context = (per_joint.sum(-1, keepdims=True) - per_joint) / ((j - 1) * tok_bjp.shape[-1])
+    frac_bj = n_bj / t
+    scored = (frac_bj >= MIN_VALID_FRACTION) & (context >= MIN_CONTEXT_FRACTION)
+    nan = lambda a, s: jnp.where(s, a, jnp.nan)
+    return dict(rms_njc=nan(rms_bjc, scored[..., None]), score_nj=nan(score_bj, scored),
+                map_ntj=map_btj, valid_frac_nj=frac_bj, scored_nj=scored)
+
+
+def _pass1(graphdef, state, x_btjc, valid_btj, key, num_context: int) -> dict:
+    """The traced program: occlusion reconstructions and their error statistics."""
+    _TRACES["pass1"] += 1
+    model = nnx.merge(graphdef, state)
+    recon = occlusion_recon(model, x_btjc, valid_btj, key, num_context)
+    return dict(recon_ntjc=recon, **error_stats(recon, x_btjc, valid_btj, model.patch))
+
+
+_PASS1 = jax.jit(_pass1, static_argnums=(0, 5))
+
+
+def compiled_cache_size() -> int:
+    """Entries in the jit cache of the pass-1 program (one per input shape/num_context)."""
+    return _PASS1._cache_size()
+
+
+def bucket(n: int, cap: int = BUCKETS[-1]) -> int:
+    """Padded batch size for n strides (chunks of `cap` beyond it)."""
+    return next((b for b in BUCKETS if b >= min(n, cap)), cap)
+
+
+def prepare(x_ntjc, valid_ntj=None) -> tuple[np.ndarray, np.ndarray]:
+    """float32 angles and validity; non-finite values are invalid."""
+    x = np.asarray(x_ntjc, np.float32)
+    valid = np.isfinite(x).all(-1)
+    if valid_ntj is not None:
+        valid &= np.asarray(valid_ntj, bool)
+    return np.where(valid[..., None], x, np.nan).astype(np.float32), valid
+
+
+def score_strides(model: GenGaitMAE, x_ntjc, valid_ntj=None, *, num_context: int = 0,
+                  seed: int = 0) -> Pass1:
+    """Pass 1 for N strides (padded to a bucket; one compiled call per chunk of 64)."""
+    x, valid = prepare(x_ntjc, valid_ntj)
+    graphdef, state = nnx.split(model)
+    n, size = len(x), bucket(len(x))
+    parts = []
+    for start in range(0, n, size):
+        xs, vs = x[start:start + size], valid[start:start + size]
+        pad = size - len(xs)
+        xs = np.pad(xs, ((0, pad), (0, 0), (0, 0), (0, 0)), constant_values=np.nan)
+        vs = np.pad(vs, ((0, pad), (0, 0), (0, 0)))
+        key = jax.random.fold_in(jax.random.key(seed), start)
+        out = jax.device_get(_PASS1(graphdef, state, xs, vs, key, num_context))
+        parts.append({k: np.asarray(v)[:size - pad] for k, v in out.items()})
+    return Pass1(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})

@@ -1,0 +1,76 @@
+"""Pass 1: one compiled vmap program equals a per-joint loop; an offset joint stands out."""
+
+import numpy as np
+from flax import nnx
+
+import gait_synth as g
+from gengait_jax import calibration, masking, model as model_lib, scoring
+
+
+def _untrained(patch: int):
+    """An untrained tiny model with a patch size no other test uses (its own jit cache)."""
+    cfg = g.config()
+    cfg.model.patch = patch
+    model = model_lib.create_model(cfg, **g.SHAPE)
+    model.set_stats(np.zeros((g.J, g.C)), np.full((g.J, g.C), 10.0))
+    return model
+
+
+def test_vmap_equals_per_joint_loop_and_compiles_once():
+    model = _untrained(patch=5)
+    data = g.strides(5, 3, dropout_every=2)
+    before = scoring.trace_count()
+    got = scoring.score_strides(model, data["angles"], data["valid"])
+    assert scoring.trace_count() == before + 1  # strides x J masks: ONE traced program
+    scoring.score_strides(model, data["angles"][:3], data["valid"][:3])  # same bucket
+    assert scoring.trace_count() == before + 1
+    x, valid = scoring.prepare(data["angles"], data["valid"])
+    masks = masking.occlusion_masks(masking.token_valid(valid, model.patch), g.J)
+    n_tok = masks.shape[-1]
+    recon = nnx.jit(lambda m, v: m.reconstruct(x, v, n_tok - model.num_patches))
+    loop = np.stack([np.asarray(recon(model, masks[j]))[:, :, j] for j in range(g.J)], axis=2)
+    np.testing.assert_allclose(got.recon_ntjc, loop, rtol=1e-5, atol=1e-4)
+    err = np.where(valid[..., None], loop - x, 0.0)
+    want = np.sqrt((err ** 2).sum((1, 3)) / (valid.sum(1) * g.C))
+    np.testing.assert_allclose(got.score_nj, want, rtol=1e-5)
+    assert got.map_ntj.shape == (5, g.T, g.J) and np.isnan(got.map_ntj[~valid]).all()
+
+
+def test_context_maskings_run_in_the_same_single_program():
+    model = _untrained(patch=20)
+    data = g.strides(3, 4)
+    before = scoring.trace_count()
+    plain = scoring.score_strides(model, data["angles"], num_context=0)
+    ctx = scoring.score_strides(model, data["angles"], num_context=4)
+    assert scoring.trace_count() == before + 2  # one program per setting
+    assert np.isfinite(ctx.score_nj).all() and not np.allclose(ctx.score_nj, plain.score_nj)
+
+
+def test_invalid_values_never_matter_and_sparse_joints_are_not_scored():
+    model = _untrained(patch=5)
+    data = g.strides(4, 5)
+    valid = data["valid"].copy()
+    valid[0, :60, 2] = False  # 40 % valid: below MIN_VALID_FRACTION
+    valid[1, 10:30, 7] = False  # 80 % valid: scored on its valid frames
+    a = scoring.score_strides(model, np.where(valid[..., None], data["angles"], np.nan))
+    b = scoring.score_strides(model, np.where(valid[..., None], data["angles"], 1e6), valid)
+    np.testing.assert_array_equal(a.score_nj, b.score_nj)
+    assert np.isnan(a.score_nj[0, 2]) and not a.scored_nj[0, 2]
+    assert np.isnan(a.rms_njc[0, 2]).all() and abs(a.valid_frac_nj[0, 2] - 0.4) < 1e-6
+    assert a.scored_nj[1, 7] and np.isfinite(a.score_nj[1, 7])
+    assert a.scored_nj.sum() == 4 * g.J - 1
+
+
+def test_offset_on_one_joint_makes_it_the_most_anomalous():
+    model, _, meta = g.trained()
+    cal = calibration.fit(scoring.score_strides(model, g.strides(64, 7)["angles"]).score_nj,
+                          meta["joint_names"])
+    clean = g.strides(3, 8)["angles"]
+    hits = []
+    for j in range(g.J):
+        x = clean.copy()
+        x[:, :, j, 0] += 15.0  # +15 deg in the sagittal plane of one joint
+        z = calibration.zscores(scoring.score_strides(model, x).score_nj, cal)
+        hits += list(np.argmax(z, -1) == j)
+        assert calibration.stride_flags(z, cal)[:, j].mean() >= 0.75
+    assert np.mean(hits) >= 0.95, np.mean(hits)
