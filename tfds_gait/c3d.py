@@ -53,6 +53,14 @@ def _open(path: str):
         raise GaitDataError(path, f"corrupt or truncated C3D ({type(e).__name__}: {e})") from None
 
 
+def _declared_frames(path: str) -> int:
+    """Frame count the raw C3D header declares (last - first + 1; ezc3d reports what it read)."""
+    with open(path, "rb") as f:
+        head = f.read(10)
+    first, last = int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    return last - first + 1 if len(head) == 10 and last >= first else 0
+
+
 def _labels(params: dict) -> list[str]:
     """All point labels: POINT:LABELS then LABELS2, LABELS3, ..."""
     point = params["POINT"]
@@ -147,6 +155,10 @@ def read_trial(path: str | os.PathLike, joint_set: str = "lower",
     if not np.isfinite(rate) or rate <= 0:
         raise GaitDataError(path, f"invalid point rate {rate}")
     pts, labels = _points(c, path)
+    declared = _declared_frames(path)
+    if pts.shape[0] < declared:  # ezc3d silently returns the frames before the cut
+        raise GaitDataError(path, f"truncated or corrupt: holds {pts.shape[0]} of the "
+                                  f"{declared} frames its header declares")
     if pts.shape[0] < MIN_FRAMES:
         raise GaitDataError(path, f"only {pts.shape[0]} frames; at least {MIN_FRAMES} needed")
     names = joints_lib.joint_names(joint_set)
