@@ -119,7 +119,13 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
         """Strides of this config grouped by split."""
         name = self.builder_config.name
         if name == "c3d_dir":
-            strides = read_folder(os.fspath(dl_manager.manual_dir))
+            try:
+                folder = os.fspath(dl_manager.manual_dir)
+            except AssertionError:  # TFDS' own check: manual_dir missing or empty
+                folder = os.fspath(getattr(dl_manager, "_manual_dir", None) or "manual_dir")
+                raise GaitDataError(folder, "no .c3d files found (the folder is missing or "
+                                            "empty)") from None
+            strides = read_folder(folder)
             split_of = hash_split
         else:
             strides = read_folder(EMBEDDED_DIR)
