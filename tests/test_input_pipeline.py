@@ -1,6 +1,8 @@
 """Input pipeline: shapes, seeded order, disjoint process shards, exact resume."""
 
 import numpy as np
+import pytest
+import tensorflow_datasets as tfds
 
 from gengait_jax import input_pipeline
 
@@ -14,46 +16,67 @@ def _ids(batch):
     return batch["angles"][:, 0, 0, 0].astype(int).tolist()
 
 
+def _it(source, batch, seed, pi=0, pc=1):
+    return input_pipeline.train_iterator(source, batch, seed=seed, process_index=pi,
+                                         process_count=pc)
+
+
+def _take(it, n):
+    return [_ids(next(it)) for _ in range(n)]
+
+
 def test_shapes_and_dtypes():
-    b = next(input_pipeline.train_iterator(_source(), 4, seed=0, process_index=0,
-                                           process_count=1))
+    b = next(_it(_source(), 4, seed=0))
     assert set(b) == {"angles", "valid"}
     assert b["angles"].shape == (4, 8, 2, 3) and b["angles"].dtype == np.float32
     assert b["valid"].shape == (4, 8, 2) and b["valid"].dtype == bool
 
 
 def test_same_seed_same_order_other_seed_differs():
-    take = lambda seed: [_ids(next(it)) for it in
-                         [input_pipeline.train_iterator(_source(), 6, seed=seed,
-                                                        process_index=0, process_count=1)]
-                         for _ in range(3)]
-    assert take(1) == take(1)
-    assert take(1) != take(2)
+    assert _take(_it(_source(), 6, seed=1), 3) == _take(_it(_source(), 6, seed=1), 3)
+    assert _take(_it(_source(), 6, seed=1), 3) != _take(_it(_source(), 6, seed=2), 3)
 
 
-def test_process_shards_are_disjoint_and_cover_an_epoch():
-    its = [input_pipeline.train_iterator(_source(20), 10, seed=3, process_index=p,
-                                         process_count=2) for p in range(2)]
-    seen = [[i for _ in range(2) for i in _ids(next(it))] for it in its]
-    assert not set(seen[0]) & set(seen[1])
-    assert sorted(seen[0] + seen[1]) == list(range(20))
+def test_every_epoch_is_a_fresh_permutation():
+    stream = sum(_take(_it(_source(10), 5, seed=4), 6), [])  # 3 epochs of 10
+    epochs = [stream[i:i + 10] for i in range(0, 30, 10)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)
+    assert epochs[0] != epochs[1] != epochs[2]
+
+
+def test_process_shards_are_disjoint_and_form_the_global_batch():
+    whole = _take(_it(_source(23), 8, seed=3), 7)  # crosses two epoch ends
+    shards = [_take(_it(_source(23), 8, seed=3, pi=p, pc=2), 7) for p in range(2)]
+    for k in range(7):
+        assert not set(shards[0][k]) & set(shards[1][k])
+        assert sorted(shards[0][k] + shards[1][k]) == sorted(whole[k])
+    first_epoch = sum(shards[0][:2] + shards[1][:2], [])  # 2 x 2 x 4 = 16 positions
+    assert len(set(first_epoch)) == 16
 
 
 def test_state_restores_exactly():
-    it = input_pipeline.train_iterator(_source(), 5, seed=7, process_index=0, process_count=1)
-    for _ in range(4):
-        next(it)
+    it = _it(_source(), 5, seed=7)
+    _take(it, 4)
     state = it.get_state()
-    want = [_ids(next(it)) for _ in range(6)]
-    fresh = input_pipeline.train_iterator(_source(), 5, seed=7, process_index=0,
-                                          process_count=1)
+    want = _take(it, 6)  # crosses an epoch end
+    fresh = _it(_source(), 5, seed=7)
     fresh.set_state(state)
-    assert [_ids(next(fresh)) for _ in range(6)] == want
+    assert _take(fresh, 6) == want
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="not divisible"):
+        _it(_source(), 5, seed=0, pi=0, pc=2)
+    with pytest.raises(ValueError, match="process_index"):
+        _it(_source(), 4, seed=0, pi=2, pc=2)
+    with pytest.raises(ValueError, match="empty"):
+        _it([], 4, seed=0)
 
 
 def test_eval_batches_pad_and_mask():
     batches = list(input_pipeline.eval_batches(_source(10), 4))
     assert [int(b["mask"].sum()) for b in batches] == [4, 4, 2]
+    assert all(b["angles"].shape == (4, 8, 2, 3) for b in batches)
     got = [i for b in batches for i, m in zip(_ids(b), b["mask"]) if m]
     assert got == list(range(10))
 
@@ -62,3 +85,12 @@ def test_to_arrays_decodes_text():
     arr = input_pipeline.to_arrays(_source(5))
     assert arr["angles"].shape == (5, 8, 2, 3)
     assert arr["subject"].tolist() == ["S0", "S1", "S2", "S3", "S0"]
+
+
+def test_tfds_data_source(embedded_data_dir):
+    src = tfds.data_source("gait_cycles/embedded", split="train", data_dir=embedded_data_dir)
+    b = next(_it(src, 16, seed=0))
+    assert b["angles"].shape == (16, 100, 10, 3) and b["valid"].shape == (16, 100, 10)
+    assert np.isfinite(b["angles"]).all()
+    arr = input_pipeline.to_arrays(src)
+    assert len(arr["angles"]) == len(src) and set(arr["side"].tolist()) <= {"L", "R"}
