@@ -290,7 +290,7 @@ def _nanmedian(a, axis=0):
 
 
 def scores_json(res: dict, strides: Strides, meta: dict, cal: dict, input_path: str) -> dict:
-    """The scores.json content (see launch/detect.py for the schema)."""
+    """The scores.json content (schema: BUILD_NOTES "Detect")."""
     p1, z, trial = res["pass1"], res["z_nj"], res["trial"]
     channels, units = channel_info(meta)
     joints_out = {}
