@@ -317,6 +317,9 @@ def validation_strides(cfg) -> dict:
     import tfds_gait  # noqa: F401  (registers gait_cycles)
     src = tfds.data_source(cfg.data.name, split=cfg.data.val_split, data_dir=cfg.data.data_dir)
     rows = [src[i] for i in range(len(src))]
+    if not rows:
+        raise ValueError(f"validation split {cfg.data.val_split!r} of {cfg.data.name} is empty: "
+                         f"nothing to calibrate on")
     out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in ("angles", "valid")}
     for k in ("subject", "side"):
         if k in rows[0]:
