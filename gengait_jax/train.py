@@ -363,8 +363,13 @@ def restore_model(workdir: str, step: int | None = None
         step = mngr.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-        got = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))
+        try:
+            got = mngr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target)))
+        except (ValueError, KeyError, TypeError) as e:  # orbax: shapes/tree of another config
+            first = " ".join((str(e).splitlines() or [""])[0].split()[:20])
+            raise ValueError(f"{workdir / 'checkpoints' / str(step)}: checkpoint does not match "
+                             f"the workdir's config.json ({type(e).__name__}: {first})") from None
     model = nnx.merge(graphdef, got.state).model
     meta = dict(meta, step=int(step))
     return model, cfg, meta
