@@ -2,9 +2,11 @@
 
 Training batches come from grain: one global stream of source indices, a fresh seeded
 permutation of the whole source every epoch (numpy, cached per epoch; grain's own
-`shuffle` costs ~1 ms per element on sources of a few dozen items), repeated forever. Each
-process takes every `process_count`-th position of that stream, so the processes' shards are
-disjoint and together form exactly the single-process global batch; a batch's indices are
+`shuffle` costs ~1 ms per element on sources of a few dozen items), repeated forever. The
+stream is cut into global batches and process p takes the p-th contiguous block of rows of
+each, so the shards are disjoint and, concatenated in process order (the order of
+`make_array_from_process_local_data`), are the single-process global batch row for row: the
+per-row masks, hence the loss, do not depend on the process count; a batch's indices are
 read in one call (grain prefetches batches in background threads). The stream is a pure
 function of (seed, position), so the iterator's state (`get_state`/`set_state`, a small dict
 checkpointed with the model) restores it exactly.
@@ -57,7 +59,7 @@ def train_iterator(source: Sequence[dict], global_batch_size: int, *, seed: int,
         raise ValueError("the training split is empty")
     order = grain.MapDataset.range(n).repeat().map_with_index(
         functools.partial(_source_index, n=n, seed=seed))
-    ds = order[pi::pc].batch(global_batch_size // pc, drop_remainder=True)
+    ds = order.batch(global_batch_size // pc, drop_remainder=True)[pi::pc]
     return iter(ds.map(functools.partial(_read_batch, source=source)).to_iter_dataset())
 
 
