@@ -1,0 +1,1 @@
+"""Reference implementations timed against the JAX model (optional dependencies)."""

@@ -1,0 +1,242 @@
+"""A PyTorch reference of the SAME GenGait MAE, timed like the JAX one (torch is optional).
+
+Same widths, depths, heads, MLP ratio, pre-LN blocks with fused QKV and
+`F.scaled_dot_product_attention`, the encoder on the visible tokens gathered into the same
+slot counts (padding slots masked out of attention), the same decoder over all N tokens, tanh
+GELU and LayerNorm eps 1e-6 like flax. Training: the same random/joint mask mixture, masked
+MSE, global-norm clipping and AdamW. Scoring: all J occlusion masks of B strides, the better
+of one call and chunks of one stride's J masks (the JAX rows+chunk program's chunking).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block with fused QKV and fused attention."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(width, eps=1e-6), nn.LayerNorm(width, eps=1e-6)
+        self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.fc1 = nn.Linear(width, mlp_ratio * width)
+        self.fc2 = nn.Linear(mlp_ratio * width, width)
+
+    def forward(self, x_bnd: torch.Tensor, key_mask_b11k: torch.Tensor | None = None):
+        """Attention (keys where key_mask is False ignored) and the MLP."""
+        b, n, d = x_bnd.shape
+        qkv = self.qkv(self.ln1(x_bnd)).view(b, n, 3, self.heads, d // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask_b11k)
+        x_bnd = x_bnd + self.out(att.transpose(1, 2).reshape(b, n, d))
+        return x_bnd + self.fc2(F.gelu(self.fc1(self.ln2(x_bnd)), approximate="tanh"))
+
+
+class TorchMAE(nn.Module):
+    """GenGaitMAE in PyTorch: encoder on K visible slots, decoder over all N tokens."""
+
+    def __init__(self, m, *, num_frames: int, num_joints: int, num_channels: int):
+        super().__init__()
+        self.num_patches = num_frames // m.patch
+        p, dw = self.num_patches, m.dec_width
+        init = lambda *s: nn.Parameter(torch.randn(*s) * 0.02)
+        self.embed = nn.Linear(m.patch * num_channels, m.width)
+        self.joint_emb, self.time_emb = init(num_joints, m.width), init(p, m.width)
+        self.encoder = nn.ModuleList(Block(m.width, m.heads, m.mlp_ratio) for _ in range(m.depth))
+        self.enc_norm = nn.LayerNorm(m.width, eps=1e-6)
+        self.dec_embed = nn.Linear(m.width, dw)
+        self.mask_token = init(dw)
+        self.dec_joint_emb, self.dec_time_emb = init(num_joints, dw), init(p, dw)
+        self.decoder = nn.ModuleList(Block(dw, m.dec_heads, m.mlp_ratio)
+                                     for _ in range(m.dec_depth))
+        self.dec_norm = nn.LayerNorm(dw, eps=1e-6)
+        self.head = nn.Linear(dw, m.patch * num_channels)
+
+    @staticmethod
+    def _pos(joint_emb, time_emb):
+        """Joint + time embedding per token [N, D], joint-major."""
+        return (joint_emb[:, None] + time_emb[None]).reshape(-1, joint_emb.shape[-1])
+
+    def forward(self, tokens_bnd, visible_bn, num_keep: int):
+        """Predicts all tokens [B, N, D] from the visible ones (at most num_keep per row)."""
+        b, n, d_in = tokens_bnd.shape
+        order = torch.argsort((~visible_bn).to(torch.int8), dim=-1, stable=True)
+        restore = torch.argsort(order, dim=-1, stable=True)
+        keep = order[:, :num_keep]
+        keep_valid = visible_bn.gather(1, keep)
+        keep_valid[:, 0] = True  # like the JAX model's kv_len >= 1: no empty softmax
+        tok = tokens_bnd.gather(1, keep[..., None].expand(-1, -1, d_in)) * keep_valid[..., None]
+        x = self.embed(tok) + self._pos(self.joint_emb, self.time_emb)[keep]
+        key_mask = keep_valid[:, None, None, :]
+        for blk in self.encoder:
+            x = blk(x, key_mask)
+        y = self.dec_embed(self.enc_norm(x))
+        dw = y.shape[-1]
+        y = torch.where(keep_valid[..., None], y, self.mask_token)
+        y = torch.cat([y, self.mask_token.expand(b, n - num_keep, dw)], dim=1)
+        y = y.gather(1, restore[..., None].expand(-1, -1, dw))
+        y = y + self._pos(self.dec_joint_emb, self.dec_time_emb)
+        for blk in self.decoder:
+            y = blk(y)
+        return self.head(self.dec_norm(y))
+
+
+def create(cfg, shape: dict, seed: int = 0) -> TorchMAE:
+    """The reference model of cfg.model for strides of `shape`."""
+    torch.manual_seed(seed)
+    return TorchMAE(cfg.model, **shape)
+
+
+def num_params(model: nn.Module) -> int:
+    """Trainable parameter count."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def patchify(x_btjc: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, T, J, C] -> [B, J * T/patch, patch * C], joint-major like masking.patchify."""
+    b, t, j, c = x_btjc.shape
+    x = x_btjc.reshape(b, t // patch, patch, j, c).permute(0, 3, 1, 2, 4)
+    return x.reshape(b, j * (t // patch), patch * c)
+
+
+def random_visible(b: int, n: int, num_keep: int, gen) -> torch.Tensor:
+    """Exactly num_keep random visible tokens per row: [B, N] bool."""
+    rank = torch.argsort(torch.argsort(torch.rand(b, n, generator=gen), dim=-1), dim=-1)
+    return rank < num_keep
+
+
+def joint_visible(b: int, j: int, p: int, max_hidden: int, gen) -> torch.Tensor:
+    """1..max_hidden whole joints hidden per row: [B, N] bool."""
+    count = torch.randint(1, max_hidden + 1, (b, 1), generator=gen)
+    hidden_bj = torch.argsort(torch.rand(b, j, generator=gen), dim=-1) < count
+    return (~hidden_bj).repeat_interleave(p, dim=-1)
+
+
+def make_train_step(model: TorchMAE, cfg, j: int):
+    """One optimizer step of the mask mixture (half random, half whole-joint masks)."""
+    opt_kw = dict(lr=cfg.lr, betas=(0.9, cfg.adam_b2), weight_decay=cfg.weight_decay)
+    try:
+        opt = torch.optim.AdamW(model.parameters(), fused=True, **opt_kw)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(model.parameters(), **opt_kw)
+    p = model.num_patches
+    n = j * p
+    keep_r = max(1, round(n * (1.0 - cfg.mask.ratio)))
+    gen = torch.Generator().manual_seed(0)
+
+    def step(tokens_bnd):
+        b = tokens_bnd.shape[0]
+        n_joint = round(b * cfg.mask.joint_fraction)
+        groups = ((tokens_bnd[:b - n_joint], random_visible(b - n_joint, n, keep_r, gen), keep_r),
+                  (tokens_bnd[b - n_joint:], joint_visible(n_joint, j, p,
+                                                           cfg.mask.max_hidden_joints, gen), n - p))
+        total, count = 0.0, 0.0
+        for tok, vis, keep in groups:
+            if len(tok):
+                err = (model(tok, vis, keep) - tok).square().mean(-1)
+                total, count = total + (err * ~vis).sum(), count + (~vis).sum()
+        loss = total / count
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        return loss
+
+    return step
+
+
+def _timeit(fn, min_s: float, min_reps: int = 3) -> float:
+    """Median seconds of fn() after one warm-up call."""
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_reps or time.perf_counter() - start < min_s:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def scoring_fn(model: TorchMAE, x_btjc: torch.Tensor, patch: int, j: int, chunk: int = 0):
+    """Pass 1 on B strides: all J occlusion masks in one forward, or `chunk` rows at a time."""
+    b = x_btjc.shape[0]
+    p = model.num_patches
+    tok = patchify(x_btjc, patch).repeat(j, 1, 1)  # [J*B, N, D], mask-major
+    vis = (~torch.eye(j, dtype=torch.bool)).repeat_interleave(p, -1).repeat_interleave(b, 0)
+    step = chunk or len(tok)
+
+    def run():
+        with torch.inference_mode():
+            out = torch.cat([model(tok[i:i + step], vis[i:i + step], j * p - p)
+                             for i in range(0, len(tok), step)]).view(j, b, j, p, -1)
+            return out[torch.arange(j), :, torch.arange(j)]  # mask j -> joint j
+
+    return run
+
+
+def _batch(x: torch.Tensor, b: int) -> torch.Tensor:
+    """The first b strides of x (repeated if x has fewer)."""
+    return x[:b] if b <= len(x) else x.repeat(-(-b // len(x)), 1, 1, 1)[:b]
+
+
+def _score_rates(model, x, patch: int, j: int, batches, min_s: float) -> dict:
+    """Strides/s per batch size: the better of one call and chunks of J rows (one stride)."""
+    return {f"b{b}": max(b / _timeit(scoring_fn(model, _batch(x, b), patch, j, c), min_s)
+                         for c in (0, j)) for b in batches}
+
+
+def benchmark(cfg, shape: dict, batch: dict, *, quick: bool, score_batches=(1, 64),
+              try_compile: bool = False) -> dict:
+    """Train seq/s and pass-1 strides/s of the reference (eager; torch.compile if faster).
+
+    torch.compile is opt-in: on the 2-core CPU it compiled for ~200 s and ran slower than
+    eager (BUILD_NOTES.md, Performance).
+    """
+    min_s = 0.3 if quick else 2.0
+    j, patch = shape["num_joints"], cfg.model.patch
+    x = torch.from_numpy(np.nan_to_num(np.asarray(batch["angles"], np.float32)) / 10.0)
+    model = create(cfg, shape)
+    step = make_train_step(model, cfg, j)
+    tok = patchify(x, patch)
+    t_train = _timeit(lambda: step(tok), min_s)
+    model.eval()
+    scores = _score_rates(model, x, patch, j, score_batches, min_s)
+    out = dict(train_seq_per_s=len(x) / t_train, scoring=scores, params=num_params(model),
+               threads=torch.get_num_threads(), version=torch.__version__, compiled=False,
+               note=f"torch {torch.__version__} eager, {torch.get_num_threads()} threads")
+    if try_compile:
+        out.update(_compiled(cfg, shape, x, score_batches, min_s, out))
+    return out
+
+
+def _compiled(cfg, shape, x, score_batches, min_s, eager: dict) -> dict:
+    """torch.compile figures, kept only where they beat eager (compile time reported)."""
+    j, patch = shape["num_joints"], cfg.model.patch
+    try:
+        t0 = time.perf_counter()
+        model = create(cfg, shape)
+        cmodel = torch.compile(model, dynamic=False)
+        step = make_train_step(cmodel, cfg, j)
+        tok = patchify(x, patch)
+        step(tok)
+        t_train = _timeit(lambda: step(tok), min_s)
+        cmodel.eval()
+        scores = _score_rates(cmodel, x, patch, j, score_batches, min_s)
+        compile_s = time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001  (no compiler, inductor errors: eager stands)
+        return dict(note=eager["note"] + f"; torch.compile failed: {type(e).__name__}")
+    best = dict(eager_train_seq_per_s=eager["train_seq_per_s"], eager_scoring=eager["scoring"],
+                compiled_train_seq_per_s=len(x) / t_train, compiled_scoring=scores,
+                compile_and_time_s=compile_s)
+    best["train_seq_per_s"] = max(eager["train_seq_per_s"], len(x) / t_train)
+    best["scoring"] = {k: max(eager["scoring"][k], scores[k]) for k in scores}
+    best["compiled"] = best["train_seq_per_s"] > eager["train_seq_per_s"]
+    best["note"] = (eager["note"] + "; torch.compile tried, best of eager/compiled kept "
+                    "per figure")
+    return best

@@ -1,0 +1,363 @@
+"""Throughput benchmark: matmul peak, train step, pass-1 scoring, input pipeline, cache.
+
+Every figure is measured in the same process (peak included), so fractions of peak are
+comparable across machines. `run(cfg, quick=...)` returns one JSON-able dict; `table` prints it.
+Times are medians of repeated calls after a warm-up (robust to other jobs on a shared box).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from gengait_jax import masking, model as model_lib, scoring, train, train_state
+
+# Dense bf16 spec peaks (TFLOP/s per chip) for MFU, matched by substring of device_kind.
+SPEC_PEAK_TFLOPS = (("h200", 989.0), ("h100", 989.0), ("a100", 312.0), ("l4", 121.0),
+                    ("v6", 918.0), ("v5p", 459.0), ("v5 lite", 197.0), ("v5e", 197.0),
+                    ("v4", 275.0))
+TRIAL_STRIDES = 10
+
+
+def spec_peak_tflops(device_kind: str) -> float | None:
+    """The chip's spec peak from SPEC_PEAK_TFLOPS (None on CPU or an unknown chip)."""
+    kind = device_kind.lower()
+    return next((v for k, v in SPEC_PEAK_TFLOPS if k in kind), None)
+
+
+def timeit(fn, min_s: float, min_reps: int = 3, max_reps: int = 1000, best: bool = False
+           ) -> float:
+    """Median (or best) seconds of fn() (which must block) after one warm-up call."""
+    fn()
+    times, start = [], time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < min_s and len(times) < max_reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.min(times) if best else np.median(times))
+
+
+def flops_of(compiled) -> float:
+    """XLA's FLOP count of one call of a compiled program (per device; 0 if unknown)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float((cost or {}).get("flops", 0.0))
+
+
+def peak_bytes(compiled) -> int:
+    """Peak device memory of a compiled program from memory_analysis()."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return 0
+    # XLA:CPU's peak_memory_in_bytes can leave out the temporaries: take the larger bound.
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+    return int(max(getattr(m, "peak_memory_in_bytes", 0), total))
+
+
+def matmul_peak_gflops(dtype=jnp.float32, n: int = 2048, min_s: float = 1.0) -> float:
+    """Achieved GFLOP/s of an n x n matmul (the same-run peak everything is compared to)."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(jnp.matmul)
+    dt = timeit(lambda: f(a, b).block_until_ready(), min_s, best=True)  # a peak: best call
+    return 2 * n ** 3 / dt / 1e9
+
+
+def synthetic_batch(batch_size: int, shape: dict, seed: int = 0) -> dict:
+    """Random angles (all valid) of the given stride shape."""
+    t, j, c = shape["num_frames"], shape["num_joints"], shape["num_channels"]
+    rng = np.random.default_rng(seed)
+    return dict(angles=rng.normal(size=(batch_size, t, j, c)).astype(np.float32) * 10,
+                valid=np.ones((batch_size, t, j), bool))
+
+
+def bench_train(cfg, shape: dict, batch_np: dict, min_s: float, peak: float) -> dict:
+    """The project's compiled sharded train step (train.jit_steps): rate, FLOPs, memory."""
+    mesh = train_state.make_mesh(cfg)
+    graphdef, abstract = train_state.abstract_state(cfg, shape)
+    shardings = train_state.state_shardings(abstract, mesh)
+    j, c = shape["num_joints"], shape["num_channels"]
+    state = train_state.init_state(cfg, shape, shardings, np.zeros((j, c)), np.ones((j, c)) * 10)
+    data_sh = train_state.batch_sharding(mesh)
+    with jax.set_mesh(mesh):
+        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
+        key = jax.random.key(0)
+        t0 = time.perf_counter()
+        compiled = step.lower(train_state.restore_target(abstract, shardings),
+                              train.batch_spec(cfg.batch_size, shape, data_sh), key).compile()
+        compile_s = time.perf_counter() - t0
+        batch = {k: jax.device_put(v, data_sh) for k, v in batch_np.items()}
+        box = [state]
+
+        def one():
+            box[0], metrics = compiled(box[0], batch, key)
+            jax.block_until_ready(metrics)
+
+        dt = timeit(one, min_s)
+    flops = flops_of(compiled) * mesh.devices.size
+    n_tok = shape["num_joints"] * shape["num_frames"] // cfg.model.patch
+    out = dict(batch_size=cfg.batch_size, step_s=dt, seq_per_s=cfg.batch_size / dt,
+               tokens_per_s=cfg.batch_size * n_tok / dt, flops_per_step=flops,
+               gflops_per_s=flops / dt / 1e9, fraction_of_peak=flops / dt / 1e9 / peak,
+               compile_s=compile_s, peak_memory_bytes=peak_bytes(compiled))
+    spec = spec_peak_tflops(jax.devices()[0].device_kind)
+    out["mfu"] = None if spec is None else flops / dt / (spec * 1e12 * mesh.devices.size)
+    return out
+
+
+def occlusion_recon_rows(model: model_lib.GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
+                         chunk: int = 0) -> jax.Array:
+    """scoring.occlusion_recon (no context maskings), decoding only joint j's rows in mask j.
+
+    chunk > 0 runs the J * B masked sequences `chunk` at a time (lax.map), so that the
+    activations of one step stay in cache; 0 runs them all in one vmap.
+    """
+    j, p, patch = model.num_joints, model.num_patches, model.patch
+    b, t, _, c = x_btjc.shape
+    valid_bn = masking.token_valid(valid_btj, patch)
+    tokens = model.tokens(jnp.where(valid_btj[..., None], x_btjc, jnp.nan))
+    rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
+    vis = masking.occlusion_masks(valid_bn, j)
+    if chunk <= 0:
+        pred = jax.vmap(lambda v, q: model(tokens, v, j * p - p, q))(vis, rows)
+    else:
+        s, pad = j * b, -(j * b) % chunk
+        flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
+                                 [(0, pad)] + [(0, 0)] * (a.ndim - 2))
+        tok = flat(jnp.broadcast_to(tokens, (j,) + tokens.shape))
+        args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
+        pred = jax.lax.map(lambda a: model(a[0], a[1], j * p - p, a[2]), args)
+        pred = pred.reshape((-1,) + pred.shape[2:])[:s]
+    z_btjc = jnp.moveaxis(pred.reshape(j, b, t, c), 0, 2)
+    return z_btjc * model.std_jc[...] + model.mean_jc[...]
+
+
+def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
+    """(all joints in one vmap call, one joint per call) as jitted functions of the state."""
+    if rows_only:
+        vmapped = jax.jit(lambda s, x, v, key: occlusion_recon_rows(nnx.merge(graphdef, s), x, v,
+                                                                    chunk))
+    else:
+        vmapped = jax.jit(lambda s, x, v, key: scoring.occlusion_recon(
+            nnx.merge(graphdef, s), x, v, key))
+
+    @jax.jit
+    def per_joint(s, x, visible_bn, j):
+        """Joint j of every stride reconstructed from visible_bn: [B, T, C]."""
+        model = nnx.merge(graphdef, s)
+        if not rows_only:
+            return jnp.take(model.reconstruct(x, visible_bn, num_keep), j, axis=2)
+        p = model.num_patches
+        rows = jnp.broadcast_to(j * p + jnp.arange(p), (x.shape[0], p))
+        pred = model(model.tokens(x), visible_bn, num_keep, rows)
+        z = pred.reshape(x.shape[0], x.shape[1], x.shape[3])
+        return z * model.std_jc[...][j] + model.mean_jc[...][j]
+
+    return vmapped, per_joint
+
+
+def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: float,
+                  peak: float, rows_only: bool = False, chunk: int = 0) -> dict:
+    """Pass 1 strides/s: all J masks in one vmap call vs a Python loop of per-joint calls."""
+    graphdef, state = nnx.split(model)
+    j, p = model.num_joints, model.num_patches
+    vmapped, per_joint = _pass1_programs(graphdef, j * p - p, rows_only, chunk)
+    key, out = jax.random.key(0), {}
+    for b in batches:
+        x_np = synthetic_batch(b, dict(num_frames=p * model.patch, num_joints=j,
+                                       num_channels=model.mean_jc.shape[-1]))
+        x, valid = jnp.asarray(x_np["angles"]), jnp.asarray(x_np["valid"])
+        masks = masking.occlusion_masks(masking.token_valid(valid, model.patch), j)
+        compiled = vmapped.lower(state, x, valid, key).compile()
+        t_vmap = timeit(lambda: compiled(state, x, valid, key).block_until_ready(), min_s)
+
+        def loop():
+            jax.block_until_ready([per_joint(state, x, masks[i], i) for i in range(j)])
+
+        t_loop = timeit(loop, min_s)
+        # cost_analysis counts a lax.map body once: scale by the number of chunks.
+        flops = flops_of(compiled) * (-(-j * b // chunk) if chunk else 1)
+        out[f"b{b}"] = dict(vmap_strides_per_s=b / t_vmap, loop_strides_per_s=b / t_loop,
+                            vmap_s=t_vmap, loop_s=t_loop, speedup=t_loop / t_vmap,
+                            flops_per_call=flops, fraction_of_peak=flops / t_vmap / 1e9 / peak)
+    big = f"b{max(batches)}"
+    out.update(vmap_vs_loop_speedup_b1=out["b1"]["speedup"] if "b1" in out else None,
+               large_batch=max(batches), strides_per_s=out[big]["vmap_strides_per_s"],
+               fraction_of_peak=out[big]["fraction_of_peak"], rows_only=rows_only, chunk=chunk)
+    if rows_only:  # one trial, unpadded, through the same program (+ copy to host)
+        x = synthetic_batch(TRIAL_STRIDES, dict(num_frames=p * model.patch, num_joints=j,
+                                                num_channels=model.mean_jc.shape[-1]))
+        xv = (x["angles"], x["valid"])
+        out["trial_latency_ms"] = 1e3 * timeit(
+            lambda: jax.device_get(vmapped(state, *xv, key)), min_s)
+    return out
+
+
+def trial_latency_ms(model: model_lib.GenGaitMAE, min_s: float) -> float:
+    """One TRIAL_STRIDES-stride trial through scoring.score_strides (all joints), warm."""
+    j, t = model.num_joints, model.num_patches * model.patch
+    x = synthetic_batch(TRIAL_STRIDES, dict(num_frames=t, num_joints=j,
+                                            num_channels=model.mean_jc.shape[-1]))["angles"]
+    return 1e3 * timeit(lambda: scoring.score_strides(model, x), min_s)
+
+
+def bench_input(source, batch_size: int, min_s: float, min_batches: int = 20) -> dict:
+    """Strides/s of the grain train iterator over the array_record source (steady state)."""
+    from gengait_jax import input_pipeline
+    it = input_pipeline.train_iterator(source, batch_size, seed=0, process_index=0,
+                                       process_count=1)
+    for _ in range(min_batches):  # fill grain's prefetch buffer: measure reads, not it
+        next(it)
+    n, t0 = 0, time.perf_counter()
+    while n < min_batches or time.perf_counter() - t0 < min_s:
+        next(it)
+        n += 1
+    dt = time.perf_counter() - t0
+    return dict(strides_per_s=n * batch_size / dt, batches=n)
+
+
+def cache_probe(cfg_json: str, cache_dir: str) -> dict:
+    """(In a fresh process) latency of the first pass-1 scoring with the given cache dir."""
+    from gengait_jax import compilation_cache
+    compilation_cache.enable(cache_dir)
+    cfg = ml_collections.ConfigDict(json.loads(cfg_json))
+    model = model_lib.create_model(cfg, num_frames=100, num_joints=10, num_channels=3)
+    x = synthetic_batch(TRIAL_STRIDES, dict(num_frames=100, num_joints=10, num_channels=3))
+    t0 = time.perf_counter()
+    scoring.score_strides(model, x["angles"])
+    return dict(first_call_s=time.perf_counter() - t0)
+
+
+def bench_cache(cfg) -> dict:
+    """Pass-1 latency in a FRESH subprocess with an empty, then a warm, compilation cache."""
+    out = {}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for name in ("cold", "warm"):
+            t0 = time.perf_counter()
+            res = subprocess.run(
+                [sys.executable, "-m", "gengait_jax.benchmarking", cfg.to_json(), cache_dir],
+                capture_output=True, text=True, check=True, cwd=os.getcwd())
+            probe = json.loads(res.stdout.strip().splitlines()[-1])
+            out[f"detect_{name}_s"] = probe["first_call_s"]
+            out[f"process_{name}_s"] = time.perf_counter() - t0
+    return out
+
+
+def load_avg() -> float:
+    """1-minute load average (the box is shared: figures are only clean when it is low)."""
+    return os.getloadavg()[0]
+
+
+def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
+        torch_compile: bool = False) -> dict:
+    """All benchmarks of cfg; quick keeps the run under 2 minutes on 2 CPU cores."""
+    min_s, n_mm, large = (0.3, 1024, 8) if quick else (2.0, 2048, 64)
+    res = dict(config=cfg.get("name", "custom"), quick=quick, backend=jax.default_backend(),
+               device_kind=jax.devices()[0].device_kind, num_devices=jax.device_count(),
+               jax=jax.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""),
+               load_avg_start=load_avg(), phase_s={})
+    clock = [time.perf_counter()]
+
+    def done(phase: str) -> None:
+        """Records the wall time of the phase that just ended."""
+        now = time.perf_counter()
+        res["phase_s"][phase], clock[0] = now - clock[0], now
+
+    res["peak_gflops"] = matmul_peak_gflops(jnp.float32, n_mm, min_s)
+    res["peak_gflops_bf16"] = matmul_peak_gflops(jnp.bfloat16, n_mm, min_s)
+    done("peak")
+    train.prepare_data(cfg)
+    data = train.load_data(cfg)
+    shape = data.shape()
+    res["input"] = bench_input(data.train, cfg.batch_size, min_s)
+    batch = next(iter(bench_input_batches(data.train, cfg.batch_size)))
+    done("input")
+    res["train"] = bench_train(cfg, shape, batch, min_s, res["peak_gflops"])
+    res["input"]["ratio_to_train"] = res["input"]["strides_per_s"] / res["train"]["seq_per_s"]
+    done("train")
+    model = model_lib.create_model(cfg, **shape)
+    model.set_stats(data.mean_jc, data.std_jc)
+    res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"])
+    res["scoring"]["trial_latency_ms"] = trial_latency_ms(model, min_s)
+    done("scoring")
+    res["scoring_rows_only"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
+                                             rows_only=True, chunk=shape["num_joints"])
+    done("scoring_rows_only")
+    res["torch"], res["torch_note"] = None, "torch not timed (--notorch)"
+    if torch_ref:
+        res["torch"], res["torch_note"] = _torch(cfg, shape, batch, res, quick, torch_compile)
+        done("torch")
+    if cache:
+        res["cache"] = bench_cache(cfg)
+        done("cache")
+    res["load_avg_end"] = load_avg()
+    return res
+
+
+def bench_input_batches(source, batch_size: int):
+    """One batch of real strides (the train benchmark's input)."""
+    from gengait_jax import input_pipeline
+    return input_pipeline.train_iterator(source, batch_size, seed=0, process_index=0,
+                                         process_count=1)
+
+
+def _torch(cfg, shape, batch, res, quick, torch_compile):
+    """The PyTorch reference timed on the same batch; (None, why) when torch is absent."""
+    try:
+        from benchmarks import torch_reference
+    except ImportError as e:
+        return None, f"torch not installed ({e})"
+    out = torch_reference.benchmark(cfg, shape, batch, quick=quick, try_compile=torch_compile,
+                                    score_batches=(1, res["scoring"]["large_batch"]))
+    out["train_speedup"] = res["train"]["seq_per_s"] / out["train_seq_per_s"]
+    big = f"b{res['scoring']['large_batch']}"
+    out["scoring_speedup"] = res["scoring"]["strides_per_s"] / out["scoring"][big]
+    out["scoring_speedup_b1"] = res["scoring"]["b1"]["vmap_strides_per_s"] / out["scoring"]["b1"]
+    out["scoring_speedup_rows_chunk"] = (res["scoring_rows_only"]["strides_per_s"]
+                                         / out["scoring"][big])
+    return out, out.pop("note")
+
+
+def table(res: dict) -> str:
+    """The headline figures as a text table."""
+    tr, sc, tor = res["train"], res["scoring"], res.get("torch") or {}
+    rows = [("peak GFLOP/s f32 / bf16", f"{res['peak_gflops']:.0f} / {res['peak_gflops_bf16']:.0f}"),
+            ("train seq/s (tokens/s)", f"{tr['seq_per_s']:.1f} ({tr['tokens_per_s']:.0f})"),
+            ("train fraction of peak", f"{tr['fraction_of_peak']:.2f}"),
+            ("train compile s / peak MiB", f"{tr['compile_s']:.1f} / {tr['peak_memory_bytes'] / 2**20:.0f}"),
+            (f"scoring strides/s b{sc['large_batch']}", f"{sc['strides_per_s']:.1f}"),
+            ("scoring fraction of peak", f"{sc['fraction_of_peak']:.2f}"),
+            ("vmap / loop speedup b1", f"{sc['vmap_vs_loop_speedup_b1']:.2f}"),
+            ("rows+chunk scoring strides/s b1 / large", "{:.1f} / {:.1f}".format(
+                res["scoring_rows_only"]["b1"]["vmap_strides_per_s"],
+                res["scoring_rows_only"]["strides_per_s"])),
+            ("rows+chunk fraction of peak / trial ms", "{:.2f} / {:.0f}".format(
+                res["scoring_rows_only"]["fraction_of_peak"],
+                res["scoring_rows_only"]["trial_latency_ms"])),
+            ("trial latency ms", f"{sc['trial_latency_ms']:.0f}"),
+            ("torch speedup train / scoring / rows+chunk", "{:.2f} / {:.2f} / {:.2f}".format(
+                *(tor.get(k, float("nan")) for k in ("train_speedup", "scoring_speedup",
+                                                     "scoring_speedup_rows_chunk")))),
+            ("input strides/s (x train)",
+             f"{res['input']['strides_per_s']:.0f} ({res['input']['ratio_to_train']:.1f}x)")]
+    if "cache" in res:
+        rows.append(("detect cold / warm cache s",
+                     f"{res['cache']['detect_cold_s']:.2f} / {res['cache']['detect_warm_s']:.2f}"))
+    rows.append(("load avg start / end", f"{res['load_avg_start']:.1f} / {res['load_avg_end']:.1f}"))
+    w = max(len(r[0]) for r in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+if __name__ == "__main__":  # the cache probe's fresh process
+    print(json.dumps(cache_probe(sys.argv[1], sys.argv[2])))

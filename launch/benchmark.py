@@ -1,0 +1,41 @@
+r"""Throughput benchmark: matmul peak, train step, pass-1 scoring, PyTorch reference, input.
+
+  python -m launch.benchmark --output=bench.json
+  python -m launch.benchmark --output=bench.json --config=gengait_jax/configs/default.py:tiny \
+      --quick
+
+Prints a table and writes every figure to --output (JSON). --quick: under 2 minutes on 2 CPU
+cores (shorter timing windows, a smaller scoring batch). The dataset of the
+config is prepared in --config.data.data_dir first if needed.
+"""
+
+import json
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "gengait_jax/configs/default.py:demo", "Preset file:name.", lock_config=True)
+_OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results.", required=True)
+_QUICK = flags.DEFINE_bool("quick", False, "Short run (< 2 minutes on 2 CPU cores).")
+_TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference (if torch is installed).")
+_TORCH_COMPILE = flags.DEFINE_bool(
+    "torch_compile", False, "Also try torch.compile for the reference (keeps the faster).")
+_CACHE = flags.DEFINE_bool("cache", True, "Time detect latency with a cold/warm XLA cache.")
+
+
+def main(argv) -> None:
+    """Runs the benchmarks, prints the table, writes the JSON."""
+    del argv
+    from gengait_jax import benchmarking
+    res = benchmarking.run(_CONFIG.value, quick=_QUICK.value, torch_ref=_TORCH.value,
+                           cache=_CACHE.value, torch_compile=_TORCH_COMPILE.value)
+    print(benchmarking.table(res))
+    with open(_OUTPUT.value, "w") as f:
+        json.dump(res, f, indent=2, default=float)
+    print(f"wrote {_OUTPUT.value}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,77 @@
+"""Benchmark machinery (no timing assertions): FLOP counter, rows-only decoding, torch twin, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gengait_jax import benchmarking, masking, model as model_lib, scoring
+from gengait_jax.configs import default
+
+SHAPE = dict(num_frames=100, num_joints=10, num_channels=3)
+REQUIRED = ("peak_gflops", "train.seq_per_s", "train.tokens_per_s", "train.fraction_of_peak",
+            "train.compile_s", "train.peak_memory_bytes", "scoring.vmap_vs_loop_speedup_b1",
+            "scoring.fraction_of_peak", "scoring.trial_latency_ms", "input.strides_per_s",
+            "input.ratio_to_train", "cache.detect_cold_s", "cache.detect_warm_s")
+
+
+def _model():
+    cfg = default.tiny()
+    return cfg, model_lib.create_model(cfg, **SHAPE)
+
+
+def test_flop_counter_is_positive():
+    compiled = jax.jit(jnp.matmul).lower(jnp.ones((64, 32)), jnp.ones((32, 16))).compile()
+    assert benchmarking.flops_of(compiled) >= 2 * 64 * 32 * 16 * 0.99
+    assert benchmarking.peak_bytes(compiled) > 0
+
+
+def test_rows_only_decoding_equals_the_full_pass1():
+    _, m = _model()
+    x = jnp.asarray(benchmarking.synthetic_batch(2, SHAPE)["angles"])
+    valid = jnp.ones(x.shape[:3], bool).at[0, :30, 4].set(False)
+    graphdef, state = nnx.split(m)
+    full = jax.jit(lambda s: scoring.occlusion_recon(nnx.merge(graphdef, s), x, valid,
+                                                     jax.random.key(0)))(state)
+    rows = jax.jit(lambda s: benchmarking.occlusion_recon_rows(
+        nnx.merge(graphdef, s), x, valid))(state)
+    np.testing.assert_allclose(rows, full, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_reference_has_the_same_parameters_and_shapes():
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_reference
+    cfg, m = _model()
+    ref = torch_reference.create(cfg, SHAPE)
+    n_jax = sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    assert torch_reference.num_params(ref) == n_jax
+    x = torch.randn(3, 100, 10, 3)
+    tok = torch_reference.patchify(x, cfg.model.patch)
+    np.testing.assert_allclose(tok.numpy(), masking.patchify(jnp.asarray(x.numpy()),
+                                                             cfg.model.patch))
+    vis = torch_reference.random_visible(3, tok.shape[1], 62, torch.Generator())
+    assert ref(tok, vis, 62).shape == tok.shape
+    run = torch_reference.scoring_fn(ref, x, cfg.model.patch, 10)
+    assert run().shape == (10, 3, 25, 12)  # [mask/joint, B, patches, patch * C]
+
+
+def test_quick_cli_on_tiny_writes_every_required_key(tmp_path, embedded_data_dir):
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-m", "launch.benchmark", f"--output={out}", "--quick",
+                    "--config=gengait_jax/configs/default.py:tiny", "--notorch",
+                    f"--config.data.data_dir={embedded_data_dir}"],
+                   check=True, env=env, capture_output=True, text=True)
+    res = json.loads(out.read_text())
+    for key in REQUIRED:
+        val = res
+        for part in key.split("."):
+            val = val[part]
+        assert isinstance(val, (int, float)) and val > 0, key
+    assert "torch" in res and "torch_note" in res
