@@ -32,7 +32,8 @@ def test_flop_counter_is_positive():
     assert benchmarking.peak_bytes(compiled) > 0
 
 
-def test_rows_only_decoding_equals_the_full_pass1():
+@pytest.mark.parametrize("chunk", [0, 3])  # 3: J * B = 20 rows, the last chunk padded
+def test_rows_only_decoding_equals_the_full_pass1(chunk):
     _, m = _model()
     x = jnp.asarray(benchmarking.synthetic_batch(2, SHAPE)["angles"])
     valid = jnp.ones(x.shape[:3], bool).at[0, :30, 4].set(False)
@@ -40,7 +41,7 @@ def test_rows_only_decoding_equals_the_full_pass1():
     full = jax.jit(lambda s: scoring.occlusion_recon(nnx.merge(graphdef, s), x, valid,
                                                      jax.random.key(0)))(state)
     rows = jax.jit(lambda s: benchmarking.occlusion_recon_rows(
-        nnx.merge(graphdef, s), x, valid))(state)
+        nnx.merge(graphdef, s), x, valid, chunk))(state)
     np.testing.assert_allclose(rows, full, rtol=1e-4, atol=1e-4)
 
 
