@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -44,13 +45,62 @@ def _open(path: str):
     if not os.path.isfile(path):
         raise GaitDataError(path, "file not found")
     with open(path, "rb") as f:
-        head = f.read(2)
-    if len(head) < 2 or head[1] != 0x50:
+        raw = f.read()
+    if len(raw) < 2 or raw[1] != 0x50:
         raise GaitDataError(path, "not a C3D file (no C3D header signature)")
+    _check_parameters(path, raw)
     try:
         return ezc3d.c3d(path)
     except Exception as e:  # ezc3d raises plain RuntimeError/IOError on corrupt files
         raise GaitDataError(path, f"corrupt or truncated C3D ({type(e).__name__}: {e})") from None
+
+
+_REQUIRED = ("USED", "SCALE", "RATE", "DATA_START", "FRAMES")  # POINT: ezc3d indexes them
+
+
+def _check_parameters(path: str, raw: bytes) -> None:
+    """Walks the parameter records; ezc3d segfaults on some corrupt ones (e.g. bad types).
+
+    Each record must stay inside its own extent (the next record's offset) and the section.
+    """
+    start = (raw[0] - 1) * 512
+    if raw[0] < 2 or start + 4 > len(raw):
+        raise GaitDataError(path, "corrupt C3D: the parameter section is outside the file")
+    order = "big" if raw[start + 3] == 86 else "little"  # 86: MIPS processor type
+    end, pos = start + max(raw[start + 2], 1) * 512, start + 4
+    if end > len(raw):  # ezc3d can loop forever on a cut parameter section
+        raise GaitDataError(path, f"truncated C3D: {len(raw)} bytes, the parameter section "
+                                  f"alone needs {end}")
+    i8 = lambda b: b - 256 if b > 127 else b
+    groups = {}
+    while pos + 4 <= end and raw[pos] != 0:
+        name_end = pos + 2 + abs(i8(raw[pos]))
+        name = bytes(raw[pos + 2:name_end]).decode("latin-1").strip().upper()
+        if name_end + 3 > end:
+            raise GaitDataError(path, f"corrupt C3D: record at byte {pos} overruns the "
+                                      "parameter section")
+        offset = int.from_bytes(raw[name_end:name_end + 2], order, signed=True)
+        stop = end if offset <= 0 else min(end, name_end + offset)
+        body = name_end + 2
+        if i8(raw[pos + 1]) > 0:  # a parameter (groups have negative ids)
+            kind, ndims = i8(raw[body]), raw[body + 1] if body + 1 < end else 0
+            if kind not in (-1, 1, 2, 4) or (kind == -1 and ndims == 0):  # ezc3d segfaults
+                raise GaitDataError(path, f"corrupt C3D: parameter at byte {pos} has data "
+                                          f"type {kind} with {ndims} dimensions")
+            dims = list(raw[body + 2:body + 2 + ndims])
+            size = abs(kind) * math.prod(dims)
+            if size == 0 and groups.get(i8(raw[pos + 1])) == "POINT" and name in _REQUIRED:
+                raise GaitDataError(path, f"corrupt C3D: POINT:{name} is empty")
+            body += 2 + ndims + size
+        else:
+            groups[-i8(raw[pos + 1])] = name
+        if body >= stop or raw[body] > 127 or body + 1 + raw[body] > stop:  # description
+            raise GaitDataError(path, f"corrupt C3D: record at byte {pos} overruns its extent")
+        if offset <= 0:
+            break
+        pos = name_end + offset
+    if pos + 4 > end:
+        raise GaitDataError(path, "corrupt C3D: the parameter records run past their section")
 
 
 def _declared_frames(path: str) -> int:
