@@ -128,7 +128,7 @@ READ_ERRORS = {
     "R8-truncated-half": (lambda d: _bytes(d / "x.c3d", lambda r: r[:len(r) // 2]),
                           r"truncated or corrupt: holds 101 of the 208 frames"),
     "R9-truncated-in-params": (lambda d: _bytes(d / "x.c3d", lambda r: r[:600]),
-                               r"corrupt or truncated C3D"),
+                               r"truncated C3D: 600 bytes"),
     "R10-text-named-c3d": (lambda d: _bytes(d / "x.c3d", lambda r: b"walked fine\n"),
                            r"not a C3D file"),
     "R11-empty-file": (lambda d: _bytes(d / "x.c3d", lambda r: b""), r"not a C3D file"),
