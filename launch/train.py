@@ -8,6 +8,7 @@ Ctrl-C saves a checkpoint and exits (status 130); the same command resumes from 
 """
 
 import logging as py_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -18,7 +19,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://).",
                                required=True)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU slices).")
+    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU/GPU slices; "
+    "elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).")
 _VERBOSE_LIBS = flags.DEFINE_bool("verbose_libs", False, "Keep orbax/grain INFO logs.")
 
 
@@ -47,8 +49,10 @@ def main(argv) -> None:
     """Prepares data, trains, prints the final metrics; bad inputs end in one line."""
     del argv
     import jax
-    if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+    if _DISTRIBUTED.value:  # TPU VM, SLURM, Open MPI detect themselves; else env variables
+        env = lambda k: int(os.environ[k]) if os.environ.get(k) else None
+        jax.distributed.initialize(  # (jax itself reads JAX_COORDINATOR_ADDRESS)
+            num_processes=env("JAX_NUM_PROCESSES"), process_id=env("JAX_PROCESS_ID"))
     if not _VERBOSE_LIBS.value:
         logging.get_absl_handler().addFilter(_QuietLibs())
     from gengait_jax import train
