@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from tfds_gait import c3d, strides
 from tfds_gait.errors import GaitDataError
@@ -76,6 +76,14 @@ positions = st.one_of(st.integers(0, 511), st.integers(512, DATA_START - 1),
 @FUZZ
 @given(edits=st.lists(st.tuples(positions, st.integers(0, 255)), min_size=1, max_size=12),
        cut=st.one_of(st.none(), st.integers(0, len(RAW))))
+# Files that crashed ezc3d before tfds_gait.c3d walked the parameter records itself: SIGSEGV
+# (a record's group id, a char parameter's dimensions, POINT:SCALE's dimensions) and a hang.
+@example(edits=[(1116, 245)], cut=None)
+@example(edits=[(540, 193)], cut=None)
+@example(edits=[(1132, 0)], cut=None)
+@example(edits=[(984, 4)], cut=None)
+@example(edits=[(127, 107), (107, 76), (225, 149), (95, 35), (492, 243), (55650, 153),
+                (1274, 153), (512, 72), (5316, 138), (156, 148)], cut=1215)
 def test_reader_gives_a_trial_or_a_one_line_error(tmp_path_factory, edits, cut):
     raw = bytearray(RAW)
     for pos, value in edits:
