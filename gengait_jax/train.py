@@ -346,6 +346,21 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         run.writer.close()
 
 
+def _check_checkpoint_shapes(step_dir: epath.Path, target) -> None:
+    """Compares array shapes before reading any (a failed orbax restore leaves reads in flight
+    that print 'Event loop is closed' tracebacks at exit)."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        saved = handler.metadata(step_dir / "state")
+    finally:
+        handler.close()
+    shapes = lambda tree: sorted(tuple(x.shape) for x in jax.tree.leaves(tree)
+                                 if hasattr(x, "shape"))
+    if shapes(saved) != shapes(target):
+        raise ValueError(f"{step_dir}: checkpoint does not match the workdir's config.json "
+                         f"(its arrays have other shapes: another model config?)")
+
+
 def restore_model(workdir: str, step: int | None = None
                   ) -> tuple[model_lib.GenGaitMAE, ml_collections.ConfigDict, dict]:
     """(model with trained params and stats, config, meta) from a workdir, for inference."""
@@ -363,6 +378,7 @@ def restore_model(workdir: str, step: int | None = None
         step = mngr.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
+        _check_checkpoint_shapes(workdir / "checkpoints" / str(step), target)
         try:
             got = mngr.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(target)))
