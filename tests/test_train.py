@@ -1,6 +1,7 @@
 """Training: sharding-invariant steps, what the encoder and the loss see, resumption."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -153,3 +154,98 @@ def test_bad_preset_is_one_line_error():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "unknown preset" in r.stderr
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+    """A persistent XLA cache for this module, so runs of an identical step compile once."""
+    from jax.experimental.compilation_cache import compilation_cache as cc
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+             "jax_persistent_cache_min_entry_size_bytes")
+    old = {n: getattr(jax.config, n) for n in names}
+    for n, v in zip(names, (str(tmp_path_factory.mktemp("xla_cache")), 0, 0)):
+        jax.config.update(n, v)
+    cc.reset_cache()
+    yield
+    for n, v in old.items():
+        jax.config.update(n, v)
+    cc.reset_cache()
+
+
+@pytest.fixture(scope="module")
+def gait_data(request) -> train.GaitData:
+    """The embedded cohort when conftest provides it, else in-memory strides."""
+    try:
+        data_dir = request.getfixturevalue("embedded_data_dir")
+    except pytest.FixtureLookupError:
+        tr, va = _strides(96, 10), _strides(24, 11)
+        x = _stack(tr)["angles"]
+        return train.GaitData("in_memory", tr, va, np.nanmean(x, (0, 1)),
+                              np.nanstd(x, (0, 1)), tuple(f"j{i}" for i in range(J)))
+    cfg = _cfg()
+    cfg.data.data_dir = str(data_dir)
+    return train.load_data(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, gait_data):
+    """An uninterrupted `tiny` run: (workdir, final metrics)."""
+    workdir = tmp_path_factory.mktemp("tiny")
+    return workdir, train.train_and_evaluate(_cfg(), str(workdir), data=gait_data)
+
+
+def _rows(workdir) -> list[dict]:
+    """metrics.jsonl as a list of dicts."""
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_run_loss_falls_and_logs(tiny_run):
+    workdir, final = tiny_run
+    rows = _rows(workdir)
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val_loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(10, _cfg().total_steps + 1, 10))
+    for key in ("step", "loss", "grad_norm", "lr", "seq_per_s", "step_time_s"):
+        assert all(np.isfinite(r[key]) for r in train_rows), key
+    assert train_rows[-1]["loss"] < 0.7 * train_rows[0]["loss"]
+    assert val_rows[-1]["val_loss"] < val_rows[0]["val_loss"]
+    assert final["step"] == _cfg().total_steps and final["val_loss"] == val_rows[-1]["val_loss"]
+    assert json.loads((workdir / "config.json").read_text())["model"]["width"] == 32
+
+
+def test_restart_ends_with_the_same_params(tiny_run, gait_data, tmp_path):
+    workdir, final = tiny_run
+    cfg = _cfg()
+    stopped = train.train_and_evaluate(cfg, str(tmp_path), data=gait_data, stop_after=13)
+    assert stopped["stopped_at"] == 13 and (tmp_path / "checkpoints" / "13").exists()
+    resumed = train.train_and_evaluate(cfg, str(tmp_path), data=gait_data)
+    assert resumed["loss"] == final["loss"] and resumed["val_loss"] == final["val_loss"]
+    a, b = train.restore_model(str(workdir))[0], train.restore_model(str(tmp_path))[0]
+    for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
+        np.testing.assert_array_equal(x, y)  # bit-identical: no batch skipped or repeated
+    val = lambda wd: [(r["step"], r["val_loss"]) for r in _rows(wd) if "val_loss" in r]
+    assert val(tmp_path) == val(workdir)  # the resumed run re-validated step 15 identically
+
+
+def test_restore_model_for_inference(tiny_run, gait_data):
+    workdir, _ = tiny_run
+    model, cfg, meta = train.restore_model(str(workdir))
+    np.testing.assert_allclose(model.mean_jc[...], gait_data.mean_jc, rtol=1e-6)
+    assert cfg.model.width == 32 and meta["num_joints"] == J and meta["step"] == cfg.total_steps
+    assert meta["joint_names"] == list(gait_data.joint_names) and meta["model_id"]
+    with pytest.raises(FileNotFoundError):
+        train.restore_model(str(workdir / "nope"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, gait_data,
+                                                                  tmp_path):
+    workdir, _ = tiny_run
+    shutil.copytree(workdir, tmp_path / "wd")
+    cfg = _cfg(total_steps=60, lr=float("inf"))  # params blow up after the first new step
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at step 32.*step 30"):
+        train.train_and_evaluate(cfg, str(tmp_path / "wd"), data=gait_data)
+    assert sorted(int(p.name) for p in (tmp_path / "wd" / "checkpoints").iterdir()) == [
+        10, 20, 30]
+    model, _, meta = train.restore_model(str(tmp_path / "wd"))
+    assert meta["step"] == 30
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model)))
