@@ -234,7 +234,8 @@ def simulate(test: dict, joint_names: Sequence[str], severities, seed: int) -> d
     """The simulator's perturbed copies of the test strides (7 kinds x severities)."""
     from tfds_gait import abnormalities
     return abnormalities.make_evaluation_set(test["angles"], test["side"], joint_names,
-                                             severities=tuple(severities), seed=seed)
+                                             severities=tuple(severities), seed=seed,
+                                             foot_off_pct=test.get("foot_off_pct"))
 
 
 def evaluate_arrays(detect: Detector, twin: Twin, test: dict, train: dict,
@@ -257,7 +258,8 @@ def evaluate_arrays(detect: Detector, twin: Twin, test: dict, train: dict,
 
 
 def split_arrays(name: str, split: str, data_dir: str) -> dict:
-    """A TFDS split as arrays: angles [S,T,J,C], valid [S,T,J], subject [S], side [S] (str)."""
+    """A TFDS split as arrays: angles [S,T,J,C], valid [S,T,J], subject, side (str) and
+    foot_off_pct (NaN where unknown) [S]."""
     import tensorflow_datasets as tfds
     import tfds_gait  # noqa: F401  (registers gait_cycles)
     src = tfds.data_source(name, split=split, data_dir=data_dir)
@@ -267,6 +269,7 @@ def split_arrays(name: str, split: str, data_dir: str) -> dict:
     dec = lambda v: v.decode() if isinstance(v, bytes) else v
     out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in ("angles", "valid")}
     out.update({k: np.array([str(dec(r[k])) for r in rows]) for k in ("subject", "side")})
+    out["foot_off_pct"] = np.array([float(r.get("foot_off_pct", np.nan)) for r in rows])
     return out
 
 

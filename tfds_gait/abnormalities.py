@@ -184,11 +184,12 @@ def apply(angles_tjc: np.ndarray, joint_names: Sequence[str], kind: str, *, side
 
 
 def _foot_offs(foot_off_pct, n: int) -> np.ndarray:
-    """Per-stride foot off: None or NaN -> the reference, a scalar -> every stride."""
+    """Per-stride foot off: None or NaN -> the reference, a scalar -> every stride; a measured
+    value outside 40-80 % (an event error) is clipped into it."""
     if foot_off_pct is None:
         return np.full(n, REFERENCE_FOOT_OFF_PCT)
     fo = np.broadcast_to(np.asarray(foot_off_pct, float), (n,))
-    return np.where(np.isfinite(fo), fo, REFERENCE_FOOT_OFF_PCT)
+    return np.clip(np.where(np.isfinite(fo), fo, REFERENCE_FOOT_OFF_PCT), 40.0, 80.0)
 
 
 def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
