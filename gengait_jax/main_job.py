@@ -28,9 +28,11 @@ def demo_input(cfg: ml_collections.ConfigDict, path: str) -> str:
     from gengait_jax.train import restore_model
     joint_names = restore_model(os.path.dirname(path))[2]["joint_names"]
     kind, side, severity = DEMO_ABNORMALITY
+    foot_off = np.clip(np.nan_to_num(test["foot_off_pct"][keep],
+                                     nan=abnormalities.REFERENCE_FOOT_OFF_PCT), 40.0, 80.0)
     angles = np.stack([abnormalities.apply(a, joint_names, kind, side=side, severity=severity,
-                                           stride_side=s)[0]
-                       for a, s in zip(test["angles"][keep], test["side"][keep])])
+                                           stride_side=s, foot_off_pct=float(f))[0]
+                       for a, s, f in zip(test["angles"][keep], test["side"][keep], foot_off)])
     np.savez(path, angles=angles, valid=test["valid"][keep], side=test["side"][keep],
              joint_names=np.asarray(joint_names))
     logging.info("demo input: subject %s, %d strides, %s on side %s at severity %.1f -> %s",
