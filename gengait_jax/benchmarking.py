@@ -79,7 +79,7 @@ def synthetic_batch(batch_size: int, shape: dict, seed: int = 0) -> dict:
     t, j, c = shape["num_frames"], shape["num_joints"], shape["num_channels"]
     rng = np.random.default_rng(seed)
     return dict(angles=rng.normal(size=(batch_size, t, j, c)).astype(np.float32) * 10,
-                valid=np.ones((batch_size, t, j), bool))
+                valid=np.ones((batch_size, t, j), bool), left=np.arange(batch_size) % 2 == 0)
 
 
 def bench_train(cfg, shape: dict, batch_np: dict, min_s: float, peak: float) -> dict:
@@ -126,9 +126,11 @@ def occlusion_recon_rows(model: model_lib.GenGaitMAE, x_btjc: jax.Array, valid_b
     j, p, patch = model.num_joints, model.num_patches, model.patch
     b, t, _, c = x_btjc.shape
     valid_bn = masking.token_valid(valid_btj, patch)
-    tokens = model.tokens(jnp.where(valid_btj[..., None], x_btjc, jnp.nan))
+    x_btjc = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)
+    ref = model.reference(x_btjc)
+    tokens = model.tokens(x_btjc, ref)
     rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
-    vis = masking.occlusion_masks(valid_bn, j)
+    vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
     if chunk <= 0:
         pred = jax.vmap(lambda v, q: model(tokens, v, j * p - p, q))(vis, rows)
     else:
@@ -139,8 +141,9 @@ def occlusion_recon_rows(model: model_lib.GenGaitMAE, x_btjc: jax.Array, valid_b
         args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
         pred = jax.lax.map(lambda a: model(a[0], a[1], j * p - p, a[2]), args)
         pred = pred.reshape((-1,) + pred.shape[2:])[:s]
-    z_btjc = jnp.moveaxis(pred.reshape(j, b, t, c), 0, 2)
-    return z_btjc * model.std_jc[...] + model.mean_jc[...]
+    tok_jbn = pred.reshape(j, b, p, patch * c)
+    recon = jax.vmap(lambda tk: model.untokens(jnp.tile(tk, (1, j, 1)), ref))(tok_jbn)
+    return jnp.moveaxis(jnp.diagonal(recon, axis1=0, axis2=3), -1, 2)
 
 
 def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
@@ -160,9 +163,9 @@ def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
             return jnp.take(model.reconstruct(x, visible_bn, num_keep), j, axis=2)
         p = model.num_patches
         rows = jnp.broadcast_to(j * p + jnp.arange(p), (x.shape[0], p))
-        pred = model(model.tokens(x), visible_bn, num_keep, rows)
-        z = pred.reshape(x.shape[0], x.shape[1], x.shape[3])
-        return z * model.std_jc[...][j] + model.mean_jc[...][j]
+        ref = model.reference(x)
+        pred = model(model.tokens(x, ref), visible_bn, num_keep, rows)
+        return jnp.take(model.untokens(jnp.tile(pred, (1, model.num_joints, 1)), ref), j, axis=2)
 
     return vmapped, per_joint
 
@@ -178,7 +181,8 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
         x_np = synthetic_batch(b, dict(num_frames=p * model.patch, num_joints=j,
                                        num_channels=model.mean_jc.shape[-1]))
         x, valid = jnp.asarray(x_np["angles"]), jnp.asarray(x_np["valid"])
-        masks = masking.occlusion_masks(masking.token_valid(valid, model.patch), j)
+        masks = masking.occlusion_masks(masking.token_valid(valid, model.patch), j,
+                                        model.group_j[...])
         compiled = vmapped.lower(state, x, valid, key).compile()
         t_vmap = timeit(lambda: compiled(state, x, valid, key).block_until_ready(), min_s)
 

@@ -22,10 +22,17 @@ import jax
 import numpy as np
 
 
-def _stack(items: Sequence[dict]) -> dict[str, np.ndarray]:
-    """The numeric fields of items, stacked (strings do not batch)."""
+def _is_left(item: dict) -> bool:
+    """Whether a stride is a left one (its `side` field; False where there is none)."""
+    side = item.get("side", b"")
+    return (side.decode() if isinstance(side, bytes) else str(side)) == "L"
+
+
+def stack(items: Sequence[dict]) -> dict[str, np.ndarray]:
+    """The numeric fields of items, stacked (strings do not batch; `side` -> `left`)."""
     return {"angles": np.stack([np.asarray(it["angles"], np.float32) for it in items]),
-            "valid": np.stack([np.asarray(it["valid"], bool) for it in items])}
+            "valid": np.stack([np.asarray(it["valid"], bool) for it in items]),
+            "left": np.array([_is_left(it) for it in items])}
 
 
 @functools.lru_cache(maxsize=8)
@@ -42,7 +49,7 @@ def _source_index(position: int, _, *, n: int, seed: int) -> int:
 
 def _read_batch(indices: np.ndarray, *, source: Sequence[dict]) -> dict[str, np.ndarray]:
     """The batch of source items at `indices`."""
-    return _stack([source[int(i)] for i in indices])
+    return stack([source[int(i)] for i in indices])
 
 
 def train_iterator(source: Sequence[dict], global_batch_size: int, *, seed: int,
@@ -68,7 +75,7 @@ def eval_batches(source: Sequence[dict], batch_size: int) -> Iterator[dict]:
     n = len(source)
     for start in range(0, n, batch_size):
         rows = [source[i] for i in range(start, min(n, start + batch_size))]
-        out = _stack(rows + [rows[0]] * (batch_size - len(rows)))
+        out = stack(rows + [rows[0]] * (batch_size - len(rows)))
         out["mask"] = np.arange(batch_size) < len(rows)
         yield out
 

@@ -91,15 +91,34 @@ def random_mask(key: jax.Array, valid_n: jax.Array, *, num_joints: int, num_patc
     return random_tokens(k_rand, candidates, num_keep)
 
 
+def same_group(group_j: jax.Array | None, num_joints: int) -> jax.Array:
+    """[J, J] bool: joints j and k share an occlusion group (identity without groups)."""
+    if group_j is None:
+        return jnp.eye(num_joints, dtype=bool)
+    return group_j[:, None] == group_j[None, :]
+
+
+def with_groups(hidden_bj: jax.Array, group_j: jax.Array | None) -> jax.Array:
+    """Hidden joints [..., J] extended to every joint of their occlusion groups."""
+    if group_j is None:
+        return hidden_bj
+    return (hidden_bj[..., None, :] & same_group(group_j, hidden_bj.shape[-1])).any(-1)
+
+
 def joint_mask(key: jax.Array, valid_n: jax.Array, *, num_joints: int, num_patches: int,
-               max_hidden: int) -> jax.Array:
-    """Whole-joint training mask (1..max_hidden joints hidden over the stride): [N] bool."""
-    hidden_j = hidden_joints(key, num_joints, max_hidden)
+               max_hidden: int, group_j: jax.Array | None = None) -> jax.Array:
+    """Whole-joint training mask (1..max_hidden joints and their groups hidden): [N] bool."""
+    hidden_j = with_groups(hidden_joints(key, num_joints, max_hidden), group_j)
     return valid_n & ~joint_tokens(hidden_j, num_patches)
 
 
-def occlusion_masks(valid_bn: jax.Array, num_joints: int) -> jax.Array:
-    """Pass-1 masks: for every joint j, all valid tokens except joint j's: [J, B, N]."""
+def occlusion_masks(valid_bn: jax.Array, num_joints: int,
+                    group_j: jax.Array | None = None) -> jax.Array:
+    """Pass-1 masks: for every joint j, all valid tokens except those of j's group: [J, B, N].
+
+    An occlusion group holds joints that are one signal (Plug-in-Gait reports the pelvis once
+    per side, the same angles up to sign): hiding one of them alone would let the model copy it.
+    """
     num_patches = valid_bn.shape[-1] // num_joints
-    eye_jj = jnp.eye(num_joints, dtype=bool)
-    return valid_bn[None] & ~joint_tokens(eye_jj, num_patches)[:, None, :]
+    hide_jj = same_group(group_j, num_joints)
+    return valid_bn[None] & ~joint_tokens(hide_jj, num_patches)[:, None, :]

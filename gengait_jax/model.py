@@ -67,6 +67,13 @@ class GenGaitMAE(nnx.Module):
         init = nnx.initializers.normal(0.02)
         self.mean_jc = Stat(jnp.zeros((num_joints, num_channels), jnp.float32))
         self.std_jc = Stat(jnp.ones((num_joints, num_channels), jnp.float32))
+        # Mean curves of the training strides (normalized units), one per stride layout (left
+        # and right strides: the other side's joints half a cycle apart). Tokens are the
+        # deviation from the closer one, so the model starts from the population mean curve
+        # and learns what the rest of the body says beyond it. Zeros: no reference.
+        # Occlusion group of each joint (masking.occlusion_masks): joints that are one signal.
+        self.group_j = Stat(jnp.arange(num_joints, dtype=jnp.int32))
+        self.curve_stjc = Stat(jnp.zeros((2, num_frames, num_joints, num_channels), jnp.float32))
         self.embed = nnx.Linear(token_dim, cfg.width, dtype=dtype, rngs=rngs)
         self.joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.width)))
         self.time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.width)))
@@ -86,14 +93,33 @@ class GenGaitMAE(nnx.Module):
         self.mean_jc[...] = jnp.asarray(mean_jc, jnp.float32)
         self.std_jc[...] = jnp.maximum(jnp.asarray(std_jc, jnp.float32), 1e-3)
 
-    def tokens(self, x_btjc: jax.Array) -> jax.Array:
-        """Physical units [B, T, J, C] -> normalized tokens [B, N, patch * C] (NaN -> 0)."""
+    def set_groups(self, group_j) -> None:
+        """Stores the occlusion group id of every joint [J] (int)."""
+        self.group_j[...] = jnp.asarray(group_j, jnp.int32)
+
+    def set_curves(self, curves_stjc: jax.Array) -> None:
+        """Stores the mean curves [2, T, J, C] (physical units) of left and right strides."""
+        c = (jnp.asarray(curves_stjc, jnp.float32) - self.mean_jc[...]) / self.std_jc[...]
+        self.curve_stjc[...] = jnp.nan_to_num(c)
+
+    def reference(self, x_btjc: jax.Array) -> jax.Array:
+        """Per stride, the mean curve of the closer layout over its finite values [B, T, J, C]."""
         z = (x_btjc - self.mean_jc[...]) / self.std_jc[...]
+        c = self.curve_stjc[...]
+        sq = jnp.square(jnp.nan_to_num(z)[:, None] - c[None])
+        d_bs = jnp.where(jnp.isfinite(z)[:, None], sq, 0.0).sum((2, 3, 4))
+        return c[jnp.argmin(d_bs, axis=-1)]
+
+    def tokens(self, x_btjc: jax.Array, ref_btjc: jax.Array | None = None) -> jax.Array:
+        """Physical units [B, T, J, C] -> normalized deviations from the reference curve as
+        tokens [B, N, patch * C] (NaN -> 0)."""
+        ref = self.reference(x_btjc) if ref_btjc is None else ref_btjc
+        z = (x_btjc - self.mean_jc[...]) / self.std_jc[...] - ref
         return masking.patchify(jnp.nan_to_num(z), self.patch)
 
-    def untokens(self, tokens_bnd: jax.Array) -> jax.Array:
-        """Normalized tokens -> physical units [B, T, J, C]."""
-        z = masking.unpatchify(tokens_bnd, self.num_joints, self.patch)
+    def untokens(self, tokens_bnd: jax.Array, ref_btjc: jax.Array) -> jax.Array:
+        """Tokens -> physical units [B, T, J, C], given the reference curve of `tokens`."""
+        z = masking.unpatchify(tokens_bnd, self.num_joints, self.patch) + ref_btjc
         return z * self.std_jc[...] + self.mean_jc[...]
 
     def _pos(self, joint_emb: nnx.Param, time_emb: nnx.Param) -> jax.Array:
@@ -141,7 +167,8 @@ class GenGaitMAE(nnx.Module):
 
     def reconstruct(self, x_btjc: jax.Array, visible_bn: jax.Array, num_keep: int) -> jax.Array:
         """Physical units in and out: reconstructs [B, T, J, C] from the visible tokens."""
-        return self.untokens(self(self.tokens(x_btjc), visible_bn, num_keep))
+        ref = self.reference(x_btjc)
+        return self.untokens(self(self.tokens(x_btjc, ref), visible_bn, num_keep), ref)
 
 
 def create_model(cfg: ml_collections.ConfigDict, *, num_frames: int, num_joints: int,

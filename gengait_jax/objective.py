@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from gengait_jax import masking
+from gengait_jax import augment, masking
 from gengait_jax.model import GenGaitMAE, num_keep_for
 
 
@@ -65,7 +65,8 @@ def joint_visible(keys: jax.Array, valid_bn: jax.Array, cfg: ml_collections.Conf
     """Whole-joint masks (1..max_hidden_joints joints hidden), one key per row: [B, N]."""
     fn = lambda k, v: masking.joint_mask(k, v, num_joints=model.num_joints,
                                          num_patches=model.num_patches,
-                                         max_hidden=cfg.mask.max_hidden_joints)
+                                         max_hidden=cfg.mask.max_hidden_joints,
+                                         group_j=model.group_j[...])
     return jax.vmap(fn)(keys, valid_bn)
 
 
@@ -76,8 +77,14 @@ def _group_sums(model, tokens, valid, visible, num_keep, row_w):
 
 
 def mixture_loss(model: GenGaitMAE, batch: dict, key: jax.Array,
-                 cfg: ml_collections.ConfigDict) -> tuple[jax.Array, dict]:
-    """Mean MSE over hidden, valid tokens of both groups (normalized units) and stats."""
+                 cfg: ml_collections.ConfigDict,
+                 mirror_perm: tuple[int, ...] | None = None) -> tuple[jax.Array, dict]:
+    """Mean MSE over hidden, valid tokens of both groups (normalized units) and stats.
+
+    With `cfg.augment` on, the batch is augmented first (`augment.augment`)."""
+    if augment.enabled(cfg):
+        key, k_aug = jax.random.split(key)
+        batch = augment.augment(batch, k_aug, cfg, mirror_perm)
     tokens, valid = prepare(model, batch)
     n = tokens.shape[1]
     keys = jax.random.split(key, tokens.shape[0])
@@ -110,7 +117,7 @@ def eval_sums(model: GenGaitMAE, batch: dict, key: jax.Array,
     out = {"random": _group_sums(model, tokens, valid, vis_r, num_keep_for(cfg, n), row_w),
            "joint": _group_sums(model, tokens, valid, vis_j, n - model.num_patches, row_w)}
     if cfg.eval_occlusion:  # pass 1 of detection: hide each joint in turn
-        vis_jbn = masking.occlusion_masks(valid, model.num_joints)
+        vis_jbn = masking.occlusion_masks(valid, model.num_joints, model.group_j[...])
         sums = jax.lax.map(lambda v: _group_sums(model, tokens, valid, v,
                                                  n - model.num_patches, row_w), vis_jbn)
         out["occlusion"] = (sums[0].sum(), sums[1].sum())

@@ -64,7 +64,7 @@ def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
     j, p = model.num_joints, model.num_patches
     valid_bn = masking.token_valid(valid_btj, model.patch)
     keep_mbn = context_keep(key, valid_bn, num_context)
-    masks = masking.occlusion_masks(valid_bn, j)[None] & keep_mbn[:, None]  # [M, J, B, N]
+    masks = masking.occlusion_masks(valid_bn, j, model.group_j[...])[None] & keep_mbn[:, None]
     m = masks.shape[0]
     x = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)  # invalid frames never leak
     recon = jax.vmap(lambda v: model.reconstruct(x, v, valid_bn.shape[-1] - p))(

@@ -14,6 +14,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from typing import Any, Sequence
 
 import jax
@@ -28,7 +29,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gengait_jax import checkpointing, model as model_lib, objective, train_state
+from gengait_jax import augment, checkpointing, model as model_lib, objective, train_state
 from gengait_jax.train_log import MetricsWriter, log_compiled
 
 
@@ -41,6 +42,8 @@ class GaitData:
     mean_jc: np.ndarray
     std_jc: np.ndarray
     joint_names: tuple[str, ...]
+    curves_stjc: np.ndarray | None = None  # mean curves of left and right train strides
+    groups_j: np.ndarray | None = None  # occlusion group per joint (None: one per joint)
 
     def shape(self) -> dict:
         """num_frames / num_joints / num_channels of one stride."""
@@ -63,15 +66,57 @@ def prepare_data(cfg: ml_collections.ConfigDict) -> None:
             build()  # a no-op where data_dir is shared; a local copy on per-host disks
 
 
+def occlusion_groups(x_stjc: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
+    """[J] group ids: joints whose every channel is the same signal up to sign on all strides
+    (NaN = invalid) share a group, e.g. Plug-in-Gait's LPelvis and RPelvis."""
+    j = x_stjc.shape[2]
+    group = np.arange(j)
+    scale = np.nanstd(x_stjc, axis=(0, 1)) + 1e-6  # [J, C]
+    for a in range(j):
+        for b in range(a + 1, j):
+            both = np.isfinite(x_stjc[:, :, a]).all(-1) & np.isfinite(x_stjc[:, :, b]).all(-1)
+            if group[b] != b or not both.any():
+                continue
+            xa, xb = x_stjc[:, :, a][both], x_stjc[:, :, b][both]  # [n, C]
+            tol = rtol * np.maximum(scale[a], scale[b])
+            tied = (np.abs(xa - xb).max(0) <= tol) | (np.abs(xa + xb).max(0) <= tol)
+            if tied.all():
+                group[b] = group[a]
+    return group.astype(np.int32)
+
+
+def mean_curves(x_stjc: np.ndarray, left_s: np.ndarray) -> np.ndarray:
+    """[2, T, J, C] mean over finite values of the left, then right strides (a side without
+    strides takes the mean of all strides)."""
+    out = []
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for keep in (left_s, ~left_s):
+            out.append(np.nanmean(x_stjc[keep] if keep.any() else x_stjc, axis=0))
+    return np.nan_to_num(np.stack(out)).astype(np.float32)
+
+
+def train_references(source: Sequence[dict], with_curves: bool) -> dict:
+    """What the model takes from the train split besides the stats: occlusion groups [J] and
+    (if asked) the mean curves [2, T, J, C]."""
+    from gengait_jax import input_pipeline
+    rows = input_pipeline.stack([source[i] for i in range(len(source))])
+    x = np.where(rows["valid"][..., None], rows["angles"], np.nan)
+    return {"groups_j": occlusion_groups(x),
+            "curves_stjc": mean_curves(x, rows["left"]) if with_curves else None}
+
+
 def load_data(cfg: ml_collections.ConfigDict) -> GaitData:
     """Opens the prepared TFDS splits (array_record, no TensorFlow) and the train stats."""
     import tensorflow_datasets as tfds
     import tfds_gait.stats
     src = lambda split: tfds.data_source(cfg.data.name, split=split, data_dir=cfg.data.data_dir)
     stats = tfds_gait.stats.load_stats(cfg.data.name, cfg.data.data_dir)
-    return GaitData(cfg.data.name, src(cfg.data.train_split), src(cfg.data.val_split),
+    train = src(cfg.data.train_split)
+    refs = train_references(train, bool(cfg.model.get("mean_curve_residual")))
+    return GaitData(cfg.data.name, train, src(cfg.data.val_split),
                     np.asarray(stats["mean"]), np.asarray(stats["std"]),
-                    tuple(stats["joint_names"]))
+                    tuple(stats["joint_names"]), refs["curves_stjc"], refs["groups_j"])
 
 
 def _flops(compiled) -> float:
@@ -81,8 +126,11 @@ def _flops(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def jit_steps(cfg, graphdef, shardings, mesh):
-    """The train and eval steps, jitted with explicit in/out shardings (state donated)."""
+def jit_steps(cfg, graphdef, shardings, mesh, joint_names: Sequence[str] = ()):
+    """The train and eval steps, jitted with explicit in/out shardings (state donated).
+
+    `joint_names` give the left/right pairs that the mirror augmentation swaps."""
+    mirror_perm = augment.mirror_permutation(joint_names) if joint_names else None
     repl, data_sh = NamedSharding(mesh, P()), train_state.batch_sharding(mesh)
 
     def train_step(state, batch, rng):
@@ -90,7 +138,8 @@ def jit_steps(cfg, graphdef, shardings, mesh):
         ts = nnx.merge(graphdef, state)
         key = jax.random.fold_in(rng, ts.opt.step[...])
         lr = train_state.lr_schedule(cfg)(ts.opt.step[...])
-        grad_fn = nnx.value_and_grad(lambda m: objective.mixture_loss(m, batch, key, cfg),
+        grad_fn = nnx.value_and_grad(lambda m: objective.mixture_loss(m, batch, key, cfg,
+                                                                     mirror_perm),
                                      has_aux=True)
         (loss, aux), grads = grad_fn(ts.model)
         ts.opt.update(ts.model, grads)
@@ -111,15 +160,17 @@ def batch_spec(batch_size: int, shape: dict, sharding, with_mask: bool = False) 
     """Abstract global batch (ShapeDtypeStructs with their sharding)."""
     t, j, c = shape["num_frames"], shape["num_joints"], shape["num_channels"]
     out = dict(angles=jax.ShapeDtypeStruct((batch_size, t, j, c), jnp.float32, sharding=sharding),
-               valid=jax.ShapeDtypeStruct((batch_size, t, j), jnp.bool_, sharding=sharding))
+               valid=jax.ShapeDtypeStruct((batch_size, t, j), jnp.bool_, sharding=sharding),
+               left=jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding))
     if with_mask:
         out["mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=sharding)
     return out
 
 
-def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict):
+def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict,
+                  joint_names: Sequence[str] = ()):
     """Lowers and compiles both steps once, logs their memory and FLOPs."""
-    train, evals = jit_steps(cfg, graphdef, shardings, mesh)
+    train, evals = jit_steps(cfg, graphdef, shardings, mesh, joint_names)
     state_in = train_state.restore_target(abstract, shardings)
     key = jax.eval_shape(lambda: jax.random.key(0))
     key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, P()))
@@ -138,7 +189,7 @@ def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict):
 def _global_batch(local: dict, sharding: NamedSharding, global_rows: int | None) -> dict:
     """Host-local numpy rows -> global jax.Arrays sharded on 'data'."""
     out = {}
-    for k in ("angles", "valid", "mask"):
+    for k in ("angles", "valid", "left", "mask"):
         if k in local:
             x = np.asarray(local[k])
             shape = None if global_rows is None else (global_rows,) + x.shape[1:]
@@ -261,9 +312,11 @@ def _setup(cfg, workdir: epath.Path, data: GaitData):
     if start:
         logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
     else:
-        state = train_state.init_state(cfg, shape, shardings, data.mean_jc, data.std_jc)
+        state = train_state.init_state(cfg, shape, shardings, data.mean_jc, data.std_jc,
+                                       data.curves_stjc, data.groups_j)
     with jax.set_mesh(mesh):
-        train_c, eval_c, flops = compile_steps(cfg, graphdef, abstract, shardings, mesh, shape)
+        train_c, eval_c, flops = compile_steps(cfg, graphdef, abstract, shardings, mesh, shape,
+                                                  data.joint_names)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.filter_state(abstract["model"], nnx.Param)))
     logging.info("model %s: %d params; mesh %s; global batch %d; steps %d..%d",
                  meta["model_id"], n_params, dict(mesh.shape), cfg.batch_size, start,

@@ -89,11 +89,16 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
-def _new_state(cfg, shape: dict, mean_jc=None, std_jc=None) -> TrainState:
+def _new_state(cfg, shape: dict, mean_jc=None, std_jc=None, curves_stjc=None,
+               groups_j=None) -> TrainState:
     """A fresh TrainState (shape: num_frames, num_joints, num_channels)."""
     model = model_lib.create_model(cfg, seed=cfg.seed, **shape)
     if mean_jc is not None:
         model.set_stats(mean_jc, std_jc)
+    if curves_stjc is not None:
+        model.set_curves(curves_stjc)
+    if groups_j is not None:
+        model.set_groups(groups_j)
     return TrainState(model, make_tx(cfg))
 
 
@@ -103,10 +108,11 @@ def abstract_state(cfg: ml_collections.ConfigDict, shape: dict):
 
 
 def init_state(cfg: ml_collections.ConfigDict, shape: dict, shardings, mean_jc: np.ndarray,
-               std_jc: np.ndarray):
+               std_jc: np.ndarray, curves_stjc: np.ndarray | None = None,
+               groups_j: np.ndarray | None = None):
     """The initialized state, created directly in its shardings (jit with out_shardings)."""
     mean_jc, std_jc = np.asarray(mean_jc, np.float32), np.asarray(std_jc, np.float32)
-    init = lambda: nnx.state(_new_state(cfg, shape, mean_jc, std_jc))
+    init = lambda: nnx.state(_new_state(cfg, shape, mean_jc, std_jc, curves_stjc, groups_j))
     return jax.jit(init, out_shardings=shardings)()
 
 

@@ -49,10 +49,13 @@ class Twin:
     replaced_ntj: np.ndarray   # bool: frames where the twin is the reconstruction
 
 
-def twin_masks(valid_bn: jax.Array, flagged_bj: jax.Array, num_patches: int) -> jax.Array:
-    """[J, B, N] encoder visibility: valid tokens, minus the flagged joints and joint j."""
+def twin_masks(valid_bn: jax.Array, flagged_bj: jax.Array, num_patches: int,
+               group_j: jax.Array | None = None) -> jax.Array:
+    """[J, B, N] encoder visibility: valid tokens, minus the flagged joints and joint j (each
+    with its occlusion group)."""
     j = flagged_bj.shape[-1]
-    hide_jbj = flagged_bj[None] | jnp.eye(j, dtype=bool)[:, None, :]
+    flagged_bj = masking.with_groups(flagged_bj, group_j)
+    hide_jbj = flagged_bj[None] | masking.same_group(group_j, j)[:, None, :]
     return valid_bn[None] & ~masking.joint_tokens(hide_jbj, num_patches)
 
 
@@ -65,7 +68,7 @@ def twin_samples(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
     learns to predict hidden tokens), so for a flagged joint it is the flagged-only masking.
     """
     valid_bn = masking.token_valid(valid_btj, model.patch)
-    vis_jbn = twin_masks(valid_bn, flagged_bj, model.num_patches)
+    vis_jbn = twin_masks(valid_bn, flagged_bj, model.num_patches, model.group_j[...])
     keep = jax.random.bernoulli(key, 1.0 - hide, (num_samples, 1) + valid_bn.shape)
     masks = jnp.concatenate([vis_jbn[None], vis_jbn[None] & keep])  # [S + 1, J, B, N]
     x = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)
@@ -100,7 +103,7 @@ def normative_twin(model: GenGaitMAE, x_ntjc, valid_ntj, flagged_nj, *,
     to the sample SD, so the band also holds what the body cannot tell about a joint.
     """
     x, valid = scoring.prepare(x_ntjc, valid_ntj)
-    flagged = np.asarray(flagged_nj, bool)
+    flagged = np.asarray(masking.with_groups(jnp.asarray(flagged_nj, bool), model.group_j[...]))
     graphdef, state = nnx.split(model)
     n, size = len(x), scoring.bucket(len(x), MAX_BATCH)
     parts = []

@@ -9,7 +9,7 @@ from gengait_jax import input_pipeline
 
 def _source(n=23):
     return [dict(angles=np.full((8, 2, 3), i, np.float32), valid=np.ones((8, 2), bool),
-                 subject=f"S{i % 4}".encode()) for i in range(n)]
+                 subject=f"S{i % 4}".encode(), side=b"LR"[i % 2:i % 2 + 1]) for i in range(n)]
 
 
 def _ids(batch):
@@ -27,9 +27,11 @@ def _take(it, n):
 
 def test_shapes_and_dtypes():
     b = next(_it(_source(), 4, seed=0))
-    assert set(b) == {"angles", "valid"}
+    assert set(b) == {"angles", "valid", "left"}
     assert b["angles"].shape == (4, 8, 2, 3) and b["angles"].dtype == np.float32
     assert b["valid"].shape == (4, 8, 2) and b["valid"].dtype == bool
+    assert b["left"].shape == (4,) and b["left"].dtype == bool
+    np.testing.assert_array_equal(b["left"], np.array(_ids(b)) % 2 == 0)  # side b"L"
 
 
 def test_same_seed_same_order_other_seed_differs():

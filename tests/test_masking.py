@@ -90,3 +90,18 @@ def test_hidden_joints_count(max_hidden):
     counts = {int(masking.hidden_joints(jax.random.key(s), J, max_hidden).sum())
               for s in range(30)}
     assert counts <= set(range(1, max_hidden + 1)) and min(counts) == 1
+
+
+def test_occlusion_masks_hide_a_whole_occlusion_group():
+    valid = jnp.ones((2, J * 5), bool)
+    group = jnp.asarray([0] + list(range(1, J)))
+    group = group.at[J - 1].set(0)  # joints 0 and J-1 are one signal
+    m = masking.occlusion_masks(valid, J, group).reshape(J, 2, J, 5)
+    hidden = ~m.all(-1)  # [mask, B, joint]
+    np.testing.assert_array_equal(hidden[0, 0], hidden[J - 1, 0])
+    assert hidden[0, 0].sum() == 2 and hidden[0, 0, 0] and hidden[0, 0, J - 1]
+    assert all(hidden[j, 0].sum() == 1 and hidden[j, 0, j] for j in range(1, J - 1))
+    np.testing.assert_array_equal(masking.occlusion_masks(valid, J, jnp.arange(J)),
+                                  masking.occlusion_masks(valid, J))
+    picked = masking.with_groups(jnp.eye(J, dtype=bool)[J - 1], group)
+    assert picked[0] and picked[J - 1] and picked.sum() == 2

@@ -35,7 +35,7 @@ def test_output_shapes_and_keep_count():
     vis = jax.vmap(lambda key: masking.random_tokens(key, jnp.ones(n, bool), k))(
         jax.random.split(jax.random.key(1), 2))
     assert _apply(m, tok, vis, k).shape == tok.shape
-    assert m.untokens(_apply(m, tok, vis, k)).shape == x.shape
+    assert m.untokens(_apply(m, tok, vis, k), m.reference(x)).shape == x.shape
 
 
 def test_changing_hidden_tokens_does_not_change_output():
@@ -58,7 +58,7 @@ def test_stats_normalize_and_round_trip():
     m.set_stats(mean, std)
     x = jnp.asarray(mean + 5.0)[None, None].repeat(T, 1)  # one SD above the mean everywhere
     np.testing.assert_allclose(m.tokens(x), 1.0, rtol=1e-6)
-    np.testing.assert_allclose(m.untokens(m.tokens(x)), x, rtol=1e-5)
+    np.testing.assert_allclose(m.untokens(m.tokens(x), m.reference(x)), x, rtol=1e-5)
     assert not jnp.isnan(m.tokens(x.at[0, 0, 0, 0].set(jnp.nan))).any()
 
 
@@ -66,6 +66,20 @@ def test_stats_are_not_params():
     _, m = _model()
     params = nnx.state(m, nnx.Param)
     stats = nnx.state(m, model_lib.Stat)
-    assert set(jax.tree_util.tree_leaves(jax.tree.map(jnp.shape, stats))) <= {J, C}
+    assert set(jax.tree_util.tree_leaves(jax.tree.map(jnp.shape, stats))) <= {2, T, J, C}
     flat = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(params)}
-    assert not any("mean_jc" in k or "std_jc" in k for k in flat)
+    assert not any(n in k for n in ("mean_jc", "std_jc", "curve_stjc") for k in flat)
+
+
+def test_tokens_are_deviations_from_the_closer_mean_curve():
+    _, m = _model()
+    rng = np.random.default_rng(0)
+    m.set_stats(np.zeros((J, C)), np.full((J, C), 2.0))
+    curves = rng.normal(size=(2, T, J, C)).astype(np.float32) * 10
+    m.set_curves(curves)
+    x = jnp.asarray(curves[[1, 0]] + 0.5)  # stride 0 near the right curve, stride 1 the left
+    np.testing.assert_allclose(m.reference(x), curves[[1, 0]] / 2.0, rtol=1e-6)
+    np.testing.assert_allclose(m.tokens(x), 0.25, rtol=1e-5)  # 0.5 / SD 2 everywhere
+    np.testing.assert_allclose(m.untokens(m.tokens(x), m.reference(x)), x, rtol=1e-4, atol=1e-4)
+    nan = x.at[0, :50].set(jnp.nan)  # invalid frames do not enter the choice of the curve
+    np.testing.assert_allclose(m.reference(nan), m.reference(x))

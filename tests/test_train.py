@@ -59,16 +59,30 @@ def _params(state) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(nnx.filter_state(state["model"], nnx.Param))]
 
 
+def _augmented(**kw):
+    """_cfg with every augmentation on."""
+    cfg = _cfg(**kw)
+    cfg.augment.update(mixup_prob=0.5, mirror_prob=0.5, max_shift=3)
+    return cfg
+
+
 def test_sharded_step_equals_single_device_step():
+    """With augmentation, mean curves and a tied joint pair: all of it sharding-invariant."""
     batch_np = _stack(_strides(_cfg().batch_size, 1))
+    batch_np["left"] = np.arange(len(batch_np["angles"])) % 3 == 0
     mean, std = _stats()
+    names = tuple(f"{s}j{i}" for s in "LR" for i in range(J // 2))
+    x = np.where(batch_np["valid"][..., None], batch_np["angles"], np.nan)
+    curves = train.mean_curves(x, batch_np["left"])
+    groups = np.r_[0, 1, 2, 3, 4, 0, 6, 7, 8, 9]
     out = []
-    for devices, cfg in ((jax.devices(), _cfg(mesh_model=2)), (jax.devices()[:1], _cfg())):
+    for devices, cfg in ((jax.devices(), _augmented(mesh_model=2)),
+                         (jax.devices()[:1], _augmented())):
         mesh = train_state.make_mesh(cfg, devices)
         graphdef, abstract = train_state.abstract_state(cfg, SHAPE)
         shardings = train_state.state_shardings(abstract, mesh)
-        state = train_state.init_state(cfg, SHAPE, shardings, mean, std)
-        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
+        state = train_state.init_state(cfg, SHAPE, shardings, mean, std, curves, groups)
+        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh, names)
         batch = jax.device_put(batch_np, train_state.batch_sharding(mesh))
         losses = []
         for _ in range(2):
@@ -249,3 +263,21 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, gait
     model, _, meta = train.restore_model(str(tmp_path / "wd"))
     assert meta["step"] == 30
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model)))
+
+
+def test_occlusion_groups_tie_joints_that_are_one_signal():
+    x = _stack(_strides(12, 5, dropout_every=3))["angles"]
+    x[:, :, 5] = x[:, :, 0] * np.array([1.0, -1.0, -1.0])  # like RPelvis and LPelvis
+    x[:, :, 7] = x[:, :, 2] + np.array([0.0, 0.0, 1.0])    # one channel differs: not tied
+    np.testing.assert_array_equal(train.occlusion_groups(x), [0, 1, 2, 3, 4, 0, 6, 7, 8, 9])
+
+
+def test_mean_curves_per_side():
+    x = np.zeros((4, T, J, C), np.float32)
+    x[:2] = 1.0
+    x[1, 10] = np.nan  # a missing frame does not pull the mean
+    curves = train.mean_curves(x, np.array([True, True, False, False]))
+    np.testing.assert_array_equal(curves[0], 1.0)
+    np.testing.assert_array_equal(curves[1], 0.0)
+    np.testing.assert_array_equal(train.mean_curves(x, np.zeros(4, bool))[0],
+                                  train.mean_curves(x, np.zeros(4, bool))[1])

@@ -17,7 +17,10 @@ def test_twin_of_an_unperturbed_stride_stays_close_to_its_input():
     none = np.zeros((6, g.J), bool)
     before = twin.trace_count()
     kept = twin.normative_twin(model, data["angles"], data["valid"], none)
-    assert twin.trace_count() == before + 1  # J maskings x (1 + 8 samples): one program
+    after = twin.trace_count()  # +1, or +0 where an earlier test compiled this bucket
+    assert after <= before + 1  # J maskings x (1 + 8 samples): one program
+    twin.normative_twin(model, data["angles"][:5], data["valid"][:5], none[:5])
+    assert twin.trace_count() == after  # another stride count of the bucket: no recompile
     valid = data["valid"]
     np.testing.assert_array_equal(kept.twin_ntjc[valid], data["angles"][valid])
     assert np.isfinite(kept.twin_ntjc).all()  # invalid frames are filled by the model
