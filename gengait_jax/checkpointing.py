@@ -17,6 +17,12 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 
+def workdir_path(workdir: str) -> epath.Path:
+    """The workdir as a path orbax accepts: local paths made absolute, gs:// kept."""
+    path = epath.Path(workdir)
+    return path if "://" in str(workdir) else path.absolute()
+
+
 def manager(workdir: epath.Path, cfg) -> ocp.CheckpointManager:
     """Orbax manager: workdir/checkpoints/<step>/{state,data}; keeps the newest K."""
     opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)

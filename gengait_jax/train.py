@@ -384,7 +384,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
     `data` replaces the TFDS dataset (tests); `stop_after` stops like a Ctrl-C after that
     step (checkpoint saved), to test resumption.
     """
-    workdir = epath.Path(workdir)
+    workdir = checkpointing.workdir_path(workdir)
     run, state, start = _setup(cfg, workdir, load_data(cfg) if data is None else data)
     try:
         with _StopRequest() as stop, jax.set_mesh(run.mesh):
@@ -417,7 +417,7 @@ def _check_checkpoint_shapes(step_dir: epath.Path, target) -> None:
 def restore_model(workdir: str, step: int | None = None
                   ) -> tuple[model_lib.GenGaitMAE, ml_collections.ConfigDict, dict]:
     """(model with trained params and stats, config, meta) from a workdir, for inference."""
-    workdir = epath.Path(workdir)
+    workdir = checkpointing.workdir_path(workdir)
     if not (workdir / "config.json").exists():
         raise FileNotFoundError(f"no config.json in {workdir}: not a training workdir")
     cfg = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))

@@ -281,3 +281,11 @@ def test_mean_curves_per_side():
     np.testing.assert_array_equal(curves[1], 0.0)
     np.testing.assert_array_equal(train.mean_curves(x, np.zeros(4, bool))[0],
                                   train.mean_curves(x, np.zeros(4, bool))[1])
+
+
+def test_relative_workdir(gait_data, tmp_path, monkeypatch):
+    """launch/demo.sh passes runs/demo: orbax needs absolute paths, the trainer makes them."""
+    monkeypatch.chdir(tmp_path)
+    out = train.train_and_evaluate(_cfg(total_steps=10), "runs/rel", data=gait_data)
+    assert out["step"] == 10 and (tmp_path / "runs/rel/checkpoints/10").exists()
+    assert train.restore_model("runs/rel")[2]["step"] == 10

@@ -110,4 +110,6 @@ def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     presets = {"tiny": tiny, "demo": demo, "paper": paper}
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets)}")
-    return presets[preset]()
+    c = presets[preset]()
+    c.name = preset
+    return c
