@@ -116,44 +116,14 @@ def bench_train(cfg, shape: dict, batch_np: dict, min_s: float, peak: float) -> 
     return out
 
 
-def occlusion_recon_rows(model: model_lib.GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
-                         chunk: int = 0) -> jax.Array:
-    """scoring.occlusion_recon (no context maskings), decoding only joint j's rows in mask j.
-
-    chunk > 0 runs the J * B masked sequences `chunk` at a time (lax.map), so that the
-    activations of one step stay in cache; 0 runs them all in one vmap.
-    """
-    j, p, patch = model.num_joints, model.num_patches, model.patch
-    b, t, _, c = x_btjc.shape
-    valid_bn = masking.token_valid(valid_btj, patch)
-    x_btjc = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)
-    ref = model.reference(x_btjc)
-    tokens = model.tokens(x_btjc, ref)
-    rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
-    vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
-    if chunk <= 0:
-        pred = jax.vmap(lambda v, q: model(tokens, v, j * p - p, q))(vis, rows)
-    else:
-        s, pad = j * b, -(j * b) % chunk
-        flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
-                                 [(0, pad)] + [(0, 0)] * (a.ndim - 2))
-        tok = flat(jnp.broadcast_to(tokens, (j,) + tokens.shape))
-        args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
-        pred = jax.lax.map(lambda a: model(a[0], a[1], j * p - p, a[2]), args)
-        pred = pred.reshape((-1,) + pred.shape[2:])[:s]
-    tok_jbn = pred.reshape(j, b, p, patch * c)
-    recon = jax.vmap(lambda tk: model.untokens(jnp.tile(tk, (1, j, 1)), ref))(tok_jbn)
-    return jnp.moveaxis(jnp.diagonal(recon, axis1=0, axis2=3), -1, 2)
-
-
 def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
     """(all joints in one vmap call, one joint per call) as jitted functions of the state."""
     if rows_only:
-        vmapped = jax.jit(lambda s, x, v, key: occlusion_recon_rows(nnx.merge(graphdef, s), x, v,
-                                                                    chunk))
+        vmapped = jax.jit(lambda s, x, v, key: scoring.occlusion_recon_rows(
+            nnx.merge(graphdef, s), x, v, chunk))
     else:
         vmapped = jax.jit(lambda s, x, v, key: scoring.occlusion_recon(
-            nnx.merge(graphdef, s), x, v, key))
+            nnx.merge(graphdef, s), x, v, key, rows_only=False))
 
     @jax.jit
     def per_joint(s, x, visible_bn, j):

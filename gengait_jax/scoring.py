@@ -58,9 +58,46 @@ def context_keep(key: jax.Array, valid_bn: jax.Array, num_context: int,
     return jax.random.bernoulli(key, 1.0 - hide, (num_context,) + valid_bn.shape)
 
 
+def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
+                         chunk: int = 0) -> jax.Array:
+    """Pass-1 reconstructions (no context maskings), decoding only joint j's rows in mask j.
+
+    chunk > 0 runs the J * B masked sequences `chunk` at a time (lax.map), so that the
+    activations of one step stay in cache; 0 runs them all in one vmap.
+    """
+    j, p, patch = model.num_joints, model.num_patches, model.patch
+    b, t, _, c = x_btjc.shape
+    valid_bn = masking.token_valid(valid_btj, patch)
+    x_btjc = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)
+    ref = model.reference(x_btjc)
+    tokens = model.tokens(x_btjc, ref)
+    rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
+    vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
+    if chunk <= 0:
+        pred = jax.vmap(lambda v, q: model(tokens, v, j * p - p, q))(vis, rows)
+    else:
+        s, pad = j * b, -(j * b) % chunk
+        flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
+                                 [(0, pad)] + [(0, 0)] * (a.ndim - 2))
+        tok = flat(jnp.broadcast_to(tokens, (j,) + tokens.shape))
+        args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
+        pred = jax.lax.map(lambda a: model(a[0], a[1], j * p - p, a[2]), args)
+        pred = pred.reshape((-1,) + pred.shape[2:])[:s]
+    tok_jbn = pred.reshape(j, b, p, patch * c)
+    recon = jax.vmap(lambda tk: model.untokens(jnp.tile(tk, (1, j, 1)), ref))(tok_jbn)
+    return jnp.moveaxis(jnp.diagonal(recon, axis1=0, axis2=3), -1, 2)
+
+
 def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
-                    key: jax.Array, num_context: int = 0) -> jax.Array:
-    """[B, T, J, C]: joint j of every stride reconstructed with joint j hidden (vmap over J)."""
+                    key: jax.Array, num_context: int = 0, rows_only: bool = True) -> jax.Array:
+    """[B, T, J, C]: joint j of every stride reconstructed with joint j hidden (vmap over J).
+
+    Without context maskings (and with `rows_only`), only joint j's rows are decoded in mask j
+    and the J x B sequences run one stride at a time (`occlusion_recon_rows`): the same
+    numbers, 2.9x faster at 64 strides (BUILD_NOTES "Performance").
+    """
+    if num_context == 0 and rows_only:
+        return occlusion_recon_rows(model, x_btjc, valid_btj, chunk=model.num_joints)
     j, p = model.num_joints, model.num_patches
     valid_bn = masking.token_valid(valid_btj, model.patch)
     keep_mbn = context_keep(key, valid_bn, num_context)

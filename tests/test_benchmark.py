@@ -39,8 +39,8 @@ def test_rows_only_decoding_equals_the_full_pass1(chunk):
     valid = jnp.ones(x.shape[:3], bool).at[0, :30, 4].set(False)
     graphdef, state = nnx.split(m)
     full = jax.jit(lambda s: scoring.occlusion_recon(nnx.merge(graphdef, s), x, valid,
-                                                     jax.random.key(0)))(state)
-    rows = jax.jit(lambda s: benchmarking.occlusion_recon_rows(
+                                                     jax.random.key(0), rows_only=False))(state)
+    rows = jax.jit(lambda s: scoring.occlusion_recon_rows(
         nnx.merge(graphdef, s), x, valid, chunk))(state)
     np.testing.assert_allclose(rows, full, rtol=1e-4, atol=1e-4)
 
