@@ -87,13 +87,14 @@ def occlusion_groups(x_stjc: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
 
 def mean_curves(x_stjc: np.ndarray, left_s: np.ndarray) -> np.ndarray:
     """[2, T, J, C] mean over finite values of the left, then right strides (a side without
-    strides takes the mean of all strides)."""
+    strides takes the mean of all strides; NaN where no stride has a value, which
+    `GenGaitMAE.set_curves` turns into the joint's mean)."""
     out = []
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for keep in (left_s, ~left_s):
             out.append(np.nanmean(x_stjc[keep] if keep.any() else x_stjc, axis=0))
-    return np.nan_to_num(np.stack(out)).astype(np.float32)
+    return np.stack(out).astype(np.float32)
 
 
 def train_references(source: Sequence[dict], with_curves: bool) -> dict:

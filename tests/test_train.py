@@ -281,6 +281,12 @@ def test_mean_curves_per_side():
     np.testing.assert_array_equal(curves[1], 0.0)
     np.testing.assert_array_equal(train.mean_curves(x, np.zeros(4, bool))[0],
                                   train.mean_curves(x, np.zeros(4, bool))[1])
+    x[:, :, 3, 1] = np.nan  # a channel nobody has: NaN, which the model reads as the mean
+    model = model_lib.create_model(_cfg(), **SHAPE)
+    model.set_stats(np.full((J, C), 2.0), np.ones((J, C)))
+    model.set_curves(train.mean_curves(x, np.array([True, True, False, False])))
+    curves = np.asarray(model.curve_stjc[...])
+    assert np.isfinite(curves).all() and (curves[:, :, 3, 1] == 0).all()
 
 
 def test_relative_workdir(gait_data, tmp_path, monkeypatch):
