@@ -135,7 +135,7 @@ def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
         rows = jnp.broadcast_to(j * p + jnp.arange(p), (x.shape[0], p))
         ref = model.reference(x)
         pred = model(model.tokens(x, ref), visible_bn, num_keep, rows)
-        return jnp.take(model.untokens(jnp.tile(pred, (1, model.num_joints, 1)), ref), j, axis=2)
+        return model.untokens_joint(pred, ref, j)
 
     return vmapped, per_joint
 

@@ -165,6 +165,12 @@ class GenGaitMAE(nnx.Module):
         latents, keep_valid, restore = self.encode(tokens_bnd, visible_bn, num_keep)
         return self.decode(latents, keep_valid, restore, query_idx)
 
+    def untokens_joint(self, tokens_bpd: jax.Array, ref_btjc: jax.Array, j) -> jax.Array:
+        """Joint j's tokens [B, T/patch, patch * C] -> its curve in physical units [B, T, C]."""
+        b, p, _ = tokens_bpd.shape
+        z = tokens_bpd.reshape(b, p * self.patch, -1) + jnp.take(ref_btjc, j, axis=2)
+        return z * jnp.take(self.std_jc[...], j, axis=0) + jnp.take(self.mean_jc[...], j, axis=0)
+
     def reconstruct(self, x_btjc: jax.Array, visible_bn: jax.Array, num_keep: int) -> jax.Array:
         """Physical units in and out: reconstructs [B, T, J, C] from the visible tokens."""
         ref = self.reference(x_btjc)

@@ -83,9 +83,10 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
         args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
         pred = jax.lax.map(lambda a: model(a[0], a[1], j * p - p, a[2]), args)
         pred = pred.reshape((-1,) + pred.shape[2:])[:s]
-    tok_jbn = pred.reshape(j, b, p, patch * c)
-    recon = jax.vmap(lambda tk: model.untokens(jnp.tile(tk, (1, j, 1)), ref))(tok_jbn)
-    return jnp.moveaxis(jnp.diagonal(recon, axis1=0, axis2=3), -1, 2)
+    tok_jbpd = pred.reshape(j, b, p, patch * c)
+    recon_jbtc = jax.vmap(lambda tk, jj: model.untokens_joint(tk, ref, jj))(tok_jbpd,
+                                                                            jnp.arange(j))
+    return jnp.moveaxis(recon_jbtc, 0, 2)
 
 
 def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,

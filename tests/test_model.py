@@ -81,5 +81,8 @@ def test_tokens_are_deviations_from_the_closer_mean_curve():
     np.testing.assert_allclose(m.reference(x), curves[[1, 0]] / 2.0, rtol=1e-6)
     np.testing.assert_allclose(m.tokens(x), 0.25, rtol=1e-5)  # 0.5 / SD 2 everywhere
     np.testing.assert_allclose(m.untokens(m.tokens(x), m.reference(x)), x, rtol=1e-4, atol=1e-4)
+    p = m.num_patches  # one joint's block of tokens back to its curve
+    np.testing.assert_allclose(m.untokens_joint(m.tokens(x)[:, 3 * p:4 * p], m.reference(x), 3),
+                               x[:, :, 3], rtol=1e-4, atol=1e-4)
     nan = x.at[0, :50].set(jnp.nan)  # invalid frames do not enter the choice of the curve
     np.testing.assert_allclose(m.reference(nan), m.reference(x))
