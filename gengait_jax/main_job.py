@@ -28,8 +28,7 @@ def demo_input(cfg: ml_collections.ConfigDict, path: str) -> str:
     from gengait_jax.train import restore_model
     joint_names = restore_model(os.path.dirname(path))[2]["joint_names"]
     kind, side, severity = DEMO_ABNORMALITY
-    foot_off = np.clip(np.nan_to_num(test["foot_off_pct"][keep],
-                                     nan=abnormalities.REFERENCE_FOOT_OFF_PCT), 40.0, 80.0)
+    foot_off = abnormalities.foot_offs(test["foot_off_pct"][keep], int(keep.sum()))
     angles = np.stack([abnormalities.apply(a, joint_names, kind, side=side, severity=severity,
                                            stride_side=s, foot_off_pct=float(f))[0]
                        for a, s, f in zip(test["angles"][keep], test["side"][keep], foot_off)])

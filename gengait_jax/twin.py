@@ -51,10 +51,9 @@ class Twin:
 
 def twin_masks(valid_bn: jax.Array, flagged_bj: jax.Array, num_patches: int,
                group_j: jax.Array | None = None) -> jax.Array:
-    """[J, B, N] encoder visibility: valid tokens, minus the flagged joints and joint j (each
-    with its occlusion group)."""
+    """[J, B, N] encoder visibility: valid tokens, minus the flagged joints (already extended
+    to their occlusion groups by `normative_twin`) and joint j's group."""
     j = flagged_bj.shape[-1]
-    flagged_bj = masking.with_groups(flagged_bj, group_j)
     hide_jbj = flagged_bj[None] | masking.same_group(group_j, j)[:, None, :]
     return valid_bn[None] & ~masking.joint_tokens(hide_jbj, num_patches)
 

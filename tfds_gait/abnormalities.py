@@ -183,7 +183,7 @@ def apply(angles_tjc: np.ndarray, joint_names: Sequence[str], kind: str, *, side
     return out, truth
 
 
-def _foot_offs(foot_off_pct, n: int) -> np.ndarray:
+def foot_offs(foot_off_pct, n: int) -> np.ndarray:
     """Per-stride foot off: None or NaN -> the reference, a scalar -> every stride; a measured
     value outside 40-80 % (an event error) is clipped into it."""
     if foot_off_pct is None:
@@ -200,7 +200,7 @@ def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
     `foot_off_pct`: None (the reference), one value, or one per stride (NaN -> reference).
     """
     rng = np.random.default_rng(seed)
-    fo = _foot_offs(foot_off_pct, len(angles_stjc))
+    fo = foot_offs(foot_off_pct, len(angles_stjc))
     keys = ("angles", "clean_index", "kind", "severity", "affected_side", "truth")
     rows = {k: [] for k in keys}
     for i, (stride, stride_side) in enumerate(zip(angles_stjc, sides)):
