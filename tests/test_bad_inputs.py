@@ -25,7 +25,7 @@ from tfds_gait.errors import GaitDataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMB = os.path.join(ROOT, "tfds_gait", "data", "embedded")
-STRAIGHT = os.path.join(EMB, "HC036A", "Straight_HC036A10.c3d")  # 208 frames, 3 strides
+STRAIGHT = os.path.join(EMB, "biomechzoo", "HC036A", "Straight_HC036A10.c3d")  # 208 frames, 3 strides
 TINY = "gengait_jax/configs/default.py:tiny"
 
 
@@ -102,7 +102,9 @@ def _missing_label(c):
 
 
 def _radians(c):
-    c["data"]["points"][:3] *= np.pi / 180.0
+    labels = list(c["parameters"]["POINT"]["LABELS"]["value"])
+    angles = [i for i, lab in enumerate(labels) if lab.endswith("Angles")]
+    c["data"]["points"][:3, angles] *= np.pi / 180.0
 
 
 def _rad_units(c):
@@ -116,8 +118,9 @@ def _nan_knees(c):
 
 # Reader rows that must raise: id -> (make the file in tmp_path, problem regex).
 READ_ERRORS = {
-    "R3-missing-label": (lambda d: _rewrite(d / "x.c3d", _missing_label),
-                         r"missing angle labels \['RHipAngles'\]; angle labels found: .*LHip"),
+    "R3-missing-label-no-markers": (
+        lambda d: _rewrite(d / "x.c3d", lambda c: (_missing_label(c), _no_markers(c))),
+        r"no Plug-in-Gait angle outputs and no known marker set \(labels found: .*LHipAngles"),
     "R4-radians-values": (lambda d: _rewrite(d / "x.c3d", _radians),
                           r"knee flexion spans only .* look like radians"),
     "R5-radians-units": (lambda d: _rewrite(d / "x.c3d", _rad_units),
@@ -183,6 +186,16 @@ def test_r2_joint_all_nan_is_invalid_in_every_stride(tmp_path, reference):
         np.testing.assert_array_equal(np.delete(s["angles"], j, 1), np.delete(r["angles"], j, 1))
 
 
+def test_r3_missing_label_with_markers_uses_the_marker_kinematics(tmp_path, reference):
+    trial = c3d.read_trial(_rewrite(tmp_path / "x.c3d", _missing_label))
+    assert trial.angle_source == "markers" and trial.marker_set == "plugin_gait"
+    assert "incomplete (9 of 10 joints)" in trial.notes[0]
+    got = strides.segment_strides(trial)
+    assert len(got) == len(reference)
+    for s, r in zip(got, reference):  # marker model vs PiG outputs: measured max 1.60 deg
+        assert np.abs(s["angles"] - r["angles"]).max() < 2.0
+
+
 def test_r13_frames_param_larger_than_the_data_reads_the_data(tmp_path, reference):
     path = _bytes(tmp_path / "x.c3d", lambda r: _set_frames_param(r, 32767, header=False))
     assert c3d.read_trial(path).num_frames == 208
@@ -196,7 +209,7 @@ def test_s1_no_events_and_no_markers(tmp_path):
     path = _rewrite(tmp_path / "x.c3d", edit)
     trial = c3d.read_trial(path)
     assert all(trial.events[s][k].size == 0 for s in "LR" for k in ("strike", "off"))
-    with pytest.raises(GaitDataError, match=r"x.c3d: no LASI/RASI markers"):
+    with pytest.raises(GaitDataError, match=r"x.c3d: no left/right ASIS markers"):
         strides.segment_strides(trial)
 
 
@@ -329,7 +342,7 @@ def _cli_cases(d, wd: str) -> dict:
         "D7-npz-no-angles": (det("o7", p := npz("other", strides=x)), p, "no 'angles' array"),
         "D8-text-named-c3d": (det("o8", text_c3d), text_c3d, "not a C3D file"),
         "D9-one-frame-c3d": (det("o9", one), one, "only 1 frames"),
-        "D10-c3d-no-events-no-markers": (det("o10", nomark), nomark, "no LASI/RASI markers"),
+        "D10-c3d-no-events-no-markers": (det("o10", nomark), nomark, "no left/right ASIS markers"),
         "D11-input-missing": (det("o11", str(d / "nope.c3d")), str(d / "nope.c3d"),
                               "no such file"),
         "D12-unknown-extension": (det("o12", str(csv)), str(csv), "unknown input type .csv"),

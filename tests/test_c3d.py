@@ -11,8 +11,8 @@ from tfds_gait import c3d
 from tfds_gait.errors import GaitDataError
 
 EMB = os.path.join(os.path.dirname(c3d.__file__), "data", "embedded")
-TREADMILL = os.path.join(EMB, "SI02", "treadmill_events.c3d")
-STRAIGHT = os.path.join(EMB, "HC036A", "Straight_HC036A10.c3d")
+TREADMILL = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
+STRAIGHT = os.path.join(EMB, "biomechzoo", "HC036A", "Straight_HC036A10.c3d")
 
 
 def test_reads_shipped_treadmill_trial():
@@ -61,12 +61,16 @@ def test_missing_label_lists_found(tmp_path):
     p = _rewrite(STRAIGHT, tmp_path / "nokne.c3d", drop_knee)
     with pytest.raises(GaitDataError, match=r"nokne.c3d: missing angle labels \['LKneeAngles'\]"
                                             r".*found.*LHipAngles"):
-        c3d.read_trial(p)
+        c3d.read_trial(p, angles="plugin_gait")
+    t = c3d.read_trial(p)  # auto: the markers give every angle instead
+    assert t.angle_source == "markers" and "incomplete" in t.notes[0]
 
 
 def test_radians_rejected(tmp_path):
     def to_rad(c):
-        c["data"]["points"][:3] *= np.pi / 180.0
+        labels = list(c["parameters"]["POINT"]["LABELS"]["value"])
+        angles = [i for i, lab in enumerate(labels) if lab.endswith("Angles")]
+        c["data"]["points"][:3, angles] *= np.pi / 180.0
     p = _rewrite(STRAIGHT, tmp_path / "rad.c3d", to_rad)
     with pytest.raises(GaitDataError, match="rad.c3d: .*radians"):
         c3d.read_trial(p)

@@ -13,7 +13,7 @@ import gait_synth as g
 from gengait_jax import calibration, detection
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-C3D = os.path.join(ROOT, "tfds_gait/data/embedded/HC031A/Straight_HC031A06.c3d")
+C3D = os.path.join(ROOT, "tfds_gait/data/embedded/biomechzoo/HC031A/Straight_HC031A06.c3d")
 
 
 @pytest.fixture(scope="module")

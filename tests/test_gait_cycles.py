@@ -49,8 +49,9 @@ def test_stats_from_train_split(embedded_data_dir):
 
 def test_c3d_dir_on_fixture_folder(tmp_path):
     folder = tmp_path / "lab"
-    for subject in ("SI02", "HC036A"):
-        shutil.copytree(os.path.join(gait_cycles.EMBEDDED_DIR, subject), folder / subject)
+    for cohort, subject in (("gaitalytics", "SI02"), ("biomechzoo", "HC036A")):
+        shutil.copytree(os.path.join(gait_cycles.EMBEDDED_DIR, cohort, subject),
+                        folder / subject)
     (folder / "HC036A" / "broken.c3d").write_text("not a c3d")
     data_dir = str(tmp_path / "tfds")
     b = tfds.builder("gait_cycles/c3d_dir", data_dir=data_dir)

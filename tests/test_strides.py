@@ -7,7 +7,7 @@ import numpy as np
 from tfds_gait import c3d, events, strides
 
 EMB = os.path.join(os.path.dirname(c3d.__file__), "data", "embedded")
-TREADMILL = os.path.join(EMB, "SI02", "treadmill_events.c3d")
+TREADMILL = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
 
 
 def test_resample_keeps_a_known_curve():

@@ -1,21 +1,34 @@
-"""Plug-in-Gait C3D reader: joint angles, the markers events need, and the marked events."""
+"""C3D trial reader: joint angles (Plug-in-Gait outputs, or computed from the markers of any
+known marker set), markers by anatomical role, subject measurements and the marked events.
+
+`read_trial(path, angles="auto")` takes the file's Plug-in-Gait angle outputs when it has
+them (what a clinician sees in Nexus / Polygon) and the marker kinematics of
+`tfds_gait.kinematics` when not; `angles="plugin_gait"` or `"markers"` forces one. Markers
+are in mm (`POINT:UNITS` m / cm are converted); a static trial next to the file (same folder,
+name with `_ST`, `static` or `cal`) calibrates the marker model when there is one.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
+import re
 
 import numpy as np
 
 from tfds_gait import joints as joints_lib
+from tfds_gait import kinematics as kin_lib
+from tfds_gait import marker_sets
 from tfds_gait.errors import GaitDataError
 
-# Markers used for event detection and walking speed (any missing one is simply absent).
-EVENT_MARKERS = ("LHEE", "RHEE", "LTOE", "RTOE", "LASI", "RASI", "LPSI", "RPSI", "SACR")
 MIN_FRAMES = 20
-_CONTEXT = {"left": "L", "right": "R"}
-_EVENT = {"foot strike": "strike", "foot off": "off"}
+ANGLE_SOURCES = ("auto", "plugin_gait", "markers")
+INTER_ASIS_MM = (100.0, 500.0)  # plausible ASIS distance: outside, the units are wrong
+MIN_HEEL_RANGE_MM = 100.0        # heels moving less than this relative to the pelvis: static
+_UNIT_SCALE = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
+_STATIC_NAME = re.compile(r"(^|[_\-\s.])(st|static|cal|calib)([_\-\s.\d]|$)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +42,14 @@ class Trial:
     first_frame: int
     joint_names: tuple[str, ...]
     angles: np.ndarray                  # float32 [F, J, 3], degrees, NaN where missing
-    markers: dict[str, np.ndarray]      # name -> float32 [F, 3], mm, NaN where missing
+    markers: dict[str, np.ndarray]      # role ('LHEEL') -> float32 [F, 3], mm, NaN = missing
     events: dict[str, dict[str, np.ndarray]]  # 'L'/'R' -> 'strike'/'off' -> data indices
+    angle_source: str = "plugin_gait"   # 'plugin_gait' (the file's outputs) or 'markers'
+    marker_set: str | None = None       # the detected marker set (tfds_gait.marker_sets)
+    vertical: int = 2                   # lab axis pointing up
+    kinematics: kin_lib.Kinematics | None = None  # joint centres and frames (marker sets)
+    notes: tuple[str, ...] = ()         # what was estimated or ignored on the way
+    anthropometrics: dict[str, float] = dataclasses.field(default_factory=dict)  # PROCESSING
 
     @property
     def num_frames(self) -> int:
@@ -165,23 +184,54 @@ def check_degrees(angles: np.ndarray, names: tuple[str, ...], path: str) -> None
                                   "trial: angles look like radians, degrees are expected")
 
 
-def _events(params: dict, rate: float, first_frame: int, num_frames: int) -> dict:
+# Event label (lower case, side and trailing digits removed) -> kind. Vicon writes
+# 'Foot Strike' / 'Foot Off' with a Left/Right context; Schreiber 2019 'Foot Strike1' /
+# 'Foot Strike2'; Fukuchi 2018 'LHS' / 'RTO' without contexts.
+EVENT_KINDS = {"foot strike": "strike", "foot contact": "strike", "heel strike": "strike",
+               "initial contact": "strike", "heel contact": "strike", "hs": "strike",
+               "fs": "strike", "ic": "strike", "hc": "strike", "fc": "strike",
+               "foot off": "off", "toe off": "off", "to": "off", "fo": "off"}
+_SIDE_WORDS = {"left": "L", "l": "L", "right": "R", "r": "R"}
+
+
+def parse_event(label: str, context: str = "") -> tuple[str | None, str | None]:
+    """(side, kind) of one event: 'Foot Strike1'+'Left' -> ('L', 'strike'), 'RTO' -> ('R',
+    'off'); (None, None) for an unknown label (e.g. Fukuchi's force-plate 'LON')."""
+    text = re.sub(r"[\s_\-.]*\d+$", "", label.strip().lower())
+    side = _SIDE_WORDS.get(context.strip().lower())
+    m = re.match(r"^(left|right|l|r)[\s_\-.]*(.+)$", text)
+    if m and m.group(2) in EVENT_KINDS:
+        side, text = side or _SIDE_WORDS[m.group(1)], m.group(2)
+    kind = EVENT_KINDS.get(text)
+    return (side, kind) if side and kind else (None, None)
+
+
+def _events(params: dict, rate: float, first_frame: int, num_frames: int,
+            notes: list) -> dict:
     """Marked events inside the trial as sorted unique data indices, per side and type."""
     out = {s: {"strike": np.zeros(0), "off": np.zeros(0)} for s in ("L", "R")}
     ev = params.get("EVENT", {})
-    if "TIMES" not in ev or "LABELS" not in ev or "CONTEXTS" not in ev:
+    if "TIMES" not in ev or "LABELS" not in ev:
         return out
     times = np.asarray(ev["TIMES"]["value"], np.float64).reshape(2, -1)
     seconds = times[0] * 60.0 + times[1]
     used = int(np.asarray(ev.get("USED", {}).get("value", [len(seconds)])).ravel()[0])
-    contexts = [str(s).strip().lower() for s in ev["CONTEXTS"]["value"]][:used]
-    kinds = [str(s).strip().lower() for s in ev["LABELS"]["value"]][:used]
+    labels = [str(s) for s in ev["LABELS"]["value"]][:used]
+    contexts = [str(s) for s in ev.get("CONTEXTS", {}).get("value", [])][:used]
+    contexts += [""] * (len(labels) - len(contexts))
     collected = {s: {"strike": [], "off": []} for s in ("L", "R")}
-    for t, ctx, kind in zip(seconds[:used], contexts, kinds):
-        if ctx in _CONTEXT and kind in _EVENT:
-            idx = int(round(t * rate)) - first_frame
-            if 0 <= idx < num_frames:
-                collected[_CONTEXT[ctx]][_EVENT[kind]].append(idx)
+    unknown = collections.Counter()
+    for t, label, ctx in zip(seconds[:used], labels, contexts):
+        side, kind = parse_event(label, ctx)
+        if kind is None:
+            unknown[label.strip()] += 1
+            continue
+        idx = int(round(t * rate)) - first_frame
+        if 0 <= idx < num_frames:
+            collected[side][kind].append(idx)
+    if unknown:
+        notes.append("ignored events with unknown labels: " + ", ".join(
+            f"{k} x{v}" for k, v in sorted(unknown.items())))
     for s in collected:
         for k, v in collected[s].items():
             out[s][k] = np.unique(np.asarray(v, np.float64))
@@ -195,10 +245,81 @@ def subject_from_path(path: str) -> str:
     return parent or stem.split("_")[0]
 
 
-def read_trial(path: str | os.PathLike, joint_set: str = "lower",
-               subject: str | None = None) -> Trial:
-    """Reads one Plug-in-Gait C3D trial (see module docstring); raises GaitDataError."""
-    path = os.fspath(path)
+def is_static_name(path: str) -> bool:
+    """True for names of static (standing calibration) trials: '..._ST', 'Static 1', 'Cal'."""
+    return bool(_STATIC_NAME.search(os.path.splitext(os.path.basename(path))[0].lower()))
+
+
+def find_static(path: str) -> str | None:
+    """The static trial in the same folder as `path` (the first by name), or None."""
+    folder = os.path.dirname(os.path.abspath(path))
+    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(".c3d")
+                   and is_static_name(f) and os.path.join(folder, f) != os.path.abspath(path))
+    return os.path.join(folder, names[0]) if names else None
+
+
+def anthropometrics(params: dict) -> dict[str, float]:
+    """height_mm, mass_kg, age_years, leg_length_mm from PROCESSING (the ones present)."""
+    proc = params.get("PROCESSING", {})
+    get = lambda k: (float(np.ravel(proc[k]["value"])[0]) if k in proc and
+                     len(np.ravel(proc[k]["value"])) else np.nan)
+    vals = {"height_mm": get("Height"), "mass_kg": get("Bodymass"), "age_years": get("Age"),
+            "leg_length_mm": float(np.nanmean([get("LLegLength"), get("RLegLength")]))
+            if np.isfinite([get("LLegLength"), get("RLegLength")]).any() else np.nan}
+    return {k: v for k, v in vals.items() if np.isfinite(v) and v > 0}
+
+
+def _point_units(params: dict, path: str) -> float:
+    """mm per marker unit from POINT:UNITS (mm when absent)."""
+    units = params["POINT"].get("UNITS", {}).get("value", ["mm"])
+    u = str(units[0]).strip().lower() if len(units) else "mm"
+    if u not in _UNIT_SCALE:
+        raise GaitDataError(path, f"POINT:UNITS is {u!r}; expected mm, cm or m")
+    return _UNIT_SCALE[u]
+
+
+def _role_markers(ms: marker_sets.MarkerSet, pts: np.ndarray, labels: list[str],
+                  scale: float) -> dict[str, np.ndarray]:
+    """role -> [F, 3] mm (the mean of the role's labels)."""
+    return {role: (pts[:, idx].mean(axis=1) if len(idx) > 1 else pts[:, idx[0]]) * scale
+            for role, idx in marker_sets.role_labels(ms, labels).items()}
+
+
+def _best_partial(labels: list[str]) -> marker_sets.MarkerSet:
+    """The known set with the most roles present (for event markers when angles are given)."""
+    return max(marker_sets.MARKER_SETS, key=lambda ms: len(marker_sets.role_labels(ms, labels)))
+
+
+def _check_marker_units(path: str, markers: dict[str, np.ndarray]) -> None:
+    """The ASIS distance must be anatomical in mm: else the units are wrong."""
+    if "LASIS" not in markers or "RASIS" not in markers:
+        return
+    d = np.linalg.norm(markers["LASIS"] - markers["RASIS"], axis=-1)
+    if not np.isfinite(d).any():
+        return
+    med = float(np.nanmedian(d))
+    if not INTER_ASIS_MM[0] <= med <= INTER_ASIS_MM[1]:
+        hint = "metres" if med < 1.0 else "cm" if med < 50 else "unknown units"
+        raise GaitDataError(path, f"the ASIS markers are {med:.3g} mm apart (expected "
+                                  f"{INTER_ASIS_MM[0]:.0f}-{INTER_ASIS_MM[1]:.0f}): markers "
+                                  f"look like {hint}; set POINT:UNITS or convert to mm")
+
+
+def _check_moving(path: str, markers: dict[str, np.ndarray], vertical: int) -> None:
+    """A standing (static) trial given as a walk: the heels barely move relative to the pelvis."""
+    need = ("LASIS", "RASIS", "LHEEL", "RHEEL")
+    if not all(k in markers for k in need):
+        return
+    centre = (markers["LASIS"] + markers["RASIS"]) / 2
+    rel = np.delete(markers["LHEEL"] - centre, vertical, axis=-1)
+    span = np.nanmax(np.nanpercentile(rel, 95, axis=0) - np.nanpercentile(rel, 5, axis=0))
+    if np.isfinite(span) and span < MIN_HEEL_RANGE_MM:
+        raise GaitDataError(path, f"the heels move only {span:.0f} mm relative to the pelvis: "
+                                  "a static (standing) trial, not a walk")
+
+
+def _read_points(path: str):
+    """(ezc3d object, params, points [F, P, 3], labels, rate) with the frame checks."""
     c = _open(path)
     params = c["parameters"]
     rate = float(np.asarray(params["POINT"]["RATE"]["value"]).ravel()[0])
@@ -209,18 +330,89 @@ def read_trial(path: str | os.PathLike, joint_set: str = "lower",
     if pts.shape[0] < declared:  # ezc3d silently returns the frames before the cut
         raise GaitDataError(path, f"truncated or corrupt: holds {pts.shape[0]} of the "
                                   f"{declared} frames its header declares")
+    return c, params, pts, labels, rate
+
+
+def read_markers(path: str, ms: marker_sets.MarkerSet) -> dict[str, np.ndarray]:
+    """The role markers (mm) of a trial in marker set `ms` (a static trial, any frame count)."""
+    _, params, pts, labels, _ = _read_points(path)
+    markers = _role_markers(ms, pts, labels, _point_units(params, path))
+    _check_marker_units(path, markers)
+    return markers
+
+
+def _marker_angles(path: str, markers, ms, params, joint_set: str, static: str | None,
+                   notes: list) -> kin_lib.Kinematics:
+    """Kinematics of the markers (calibrated by a static trial when there is one)."""
+    if joint_set != "lower":
+        raise GaitDataError(path, f"marker kinematics give the 'lower' joint set, not "
+                                  f"{joint_set!r}")
+    subject = kin_lib.Subject.from_processing(params)
+    static_markers = None
+    if static is not None:
+        static_markers = read_markers(static, ms)
+        notes.append(f"static calibration: {os.path.basename(static)}")
+    try:
+        kin = kin_lib.compute(markers, ms, subject, static_markers)
+    except ValueError as e:
+        raise GaitDataError(path, str(e)) from None
+    notes += list(kin.notes)
+    return kin
+
+
+def read_trial(path: str | os.PathLike, joint_set: str = "lower",
+               subject: str | None = None, angles: str = "auto",
+               static: str | None = "auto") -> Trial:
+    """Reads one C3D trial (see the module docstring); raises GaitDataError.
+
+    `angles`: 'auto' (Plug-in-Gait outputs if present, else markers), 'plugin_gait' or
+    'markers'. `static`: a static trial's path, 'auto' (look next to the file) or None."""
+    path = os.fspath(path)
+    if angles not in ANGLE_SOURCES:
+        raise ValueError(f"angles={angles!r}; expected one of {ANGLE_SOURCES}")
+    c, params, pts, labels, rate = _read_points(path)
     if pts.shape[0] < MIN_FRAMES:
-        raise GaitDataError(path, f"only {pts.shape[0]} frames; at least {MIN_FRAMES} needed")
+        raise GaitDataError(path, f"only {pts.shape[0]} frames; at least {MIN_FRAMES} needed"
+                                  + (" (a static trial?)" if pts.shape[0] < 5 else ""))
     names = joints_lib.joint_names(joint_set)
-    angles = _angles(pts, labels, names, path)
-    if _angle_units(params).startswith("rad"):
-        raise GaitDataError(path, "POINT:ANGLE_UNITS is radians; degrees are expected")
-    check_degrees(angles, names, path)
-    index = {lab: i for i, lab in enumerate(labels)}
-    markers = {m: pts[:, index[m]] for m in EVENT_MARKERS if m in index}
+    has_pig = all(joints_lib.c3d_label(j) in labels for j in names)
+    ms = marker_sets.detect(labels)
+    notes: list[str] = []
+    if angles == "plugin_gait" or (angles == "auto" and has_pig):
+        angle_source = "plugin_gait"
+        out = _angles(pts, labels, names, path)
+        if _angle_units(params).startswith("rad"):
+            raise GaitDataError(path, "POINT:ANGLE_UNITS is radians; degrees are expected")
+    elif ms is None:
+        lead = "no Plug-in-Gait angle outputs and " if angles == "auto" else ""
+        raise GaitDataError(path, lead + marker_sets.describe_unknown(labels))
+    else:
+        angle_source = "markers"
+        partial = [joints_lib.c3d_label(j) for j in names if joints_lib.c3d_label(j) in labels]
+        if partial:
+            notes.append(f"Plug-in-Gait outputs incomplete ({len(partial)} of {len(names)} "
+                         f"joints): all angles computed from the {ms.name} markers")
+    scale = _point_units(params, path)
+    markers = _role_markers(ms or _best_partial(labels), pts, labels, scale)
+    _check_marker_units(path, markers)
+    kin = None
+    vertical = 2
+    if all(k in markers for k in ("LASIS", "RASIS", "LHEEL", "RHEEL")):
+        try:
+            vertical = kin_lib.vertical_axis(markers)
+        except ValueError as e:
+            raise GaitDataError(path, str(e)) from None
+        _check_moving(path, markers, vertical)
+    if angle_source == "markers":
+        static_path = find_static(path) if static == "auto" else static
+        kin = _marker_angles(path, markers, ms, params, joint_set, static_path, notes)
+        out = kin.angles.astype(np.float32)
+    check_degrees(out, names, path)
     first = int(c["header"]["points"]["first_frame"])
-    events = _events(params, rate, first, pts.shape[0])
+    events = _events(params, rate, first, pts.shape[0], notes)
     stem = os.path.splitext(os.path.basename(path))[0]
     return Trial(path=path, subject=subject or subject_from_path(path), trial=stem, rate=rate,
-                 first_frame=first, joint_names=names, angles=angles, markers=markers,
-                 events=events)
+                 first_frame=first, joint_names=names, angles=out, markers=markers,
+                 events=events, angle_source=angle_source,
+                 marker_set=None if ms is None else ms.name, vertical=vertical,
+                 kinematics=kin, notes=tuple(notes), anthropometrics=anthropometrics(params))

@@ -17,7 +17,6 @@ from tfds_gait.errors import GaitDataError
 
 MIN_STEP_S = 0.35      # two same-foot events are at least this far apart
 MERGE_TOL_S = 0.15     # a detected event this close to a marked one is the same event
-_VERTICAL = 2          # lab Z is vertical in Plug-in-Gait exports
 
 
 def _fill(x: np.ndarray) -> np.ndarray:
@@ -33,21 +32,23 @@ def _fill(x: np.ndarray) -> np.ndarray:
 
 
 def pelvis_frame(trial: Trial) -> tuple[np.ndarray, np.ndarray]:
-    """Pelvis centre [F, 3] and horizontal unit anterior axis [F, 3] from the pelvis markers."""
+    """Pelvis centre [F, 3] and horizontal unit anterior axis [F, 3] from the pelvis markers
+    (roles of `tfds_gait.marker_sets`: ASIS, and PSIS or the sacrum)."""
     m = trial.markers
-    if "LASI" not in m or "RASI" not in m:
-        raise GaitDataError(trial.path, "no LASI/RASI markers to find the walking direction")
-    front = (m["LASI"] + m["RASI"]) / 2.0
-    if "SACR" in m:
-        back = m["SACR"]
-    elif "LPSI" in m and "RPSI" in m:
-        back = (m["LPSI"] + m["RPSI"]) / 2.0
+    if "LASIS" not in m or "RASIS" not in m:
+        raise GaitDataError(trial.path, "no left/right ASIS markers (LASI/RASI or the marker "
+                                        "set's equivalent) to find the walking direction")
+    front = (m["LASIS"] + m["RASIS"]) / 2.0
+    if "SACRUM" in m:
+        back = m["SACRUM"]
+    elif "LPSIS" in m and "RPSIS" in m:
+        back = (m["LPSIS"] + m["RPSIS"]) / 2.0
     else:
-        raise GaitDataError(trial.path, "no SACR or LPSI/RPSI markers to find the walking "
+        raise GaitDataError(trial.path, "no PSIS or sacrum markers to find the walking "
                                         "direction")
     front, back = _fill(front), _fill(back)
     axis = front - back
-    axis[:, _VERTICAL] = 0.0
+    axis[:, trial.vertical] = 0.0
     norm = np.linalg.norm(axis, axis=-1, keepdims=True)
     if not np.all(np.isfinite(norm)) or np.any(norm < 1e-6):
         raise GaitDataError(trial.path, "pelvis markers are missing or degenerate")
@@ -67,11 +68,11 @@ def detect_events(trial: Trial) -> dict[str, dict[str, np.ndarray]]:
     centre, axis = pelvis_frame(trial)
     out = {}
     for side in ("L", "R"):
-        heel, toe = trial.markers.get(f"{side}HEE"), trial.markers.get(f"{side}TOE")
+        heel, toe = trial.markers.get(f"{side}HEEL"), trial.markers.get(f"{side}TOE")
         if heel is None or toe is None:
-            raise GaitDataError(trial.path, f"no {side}HEE/{side}TOE markers to detect events")
+            raise GaitDataError(trial.path, f"no {side} heel/toe markers to detect events")
         if np.isfinite(heel).all(axis=-1).mean() < 0.5:
-            raise GaitDataError(trial.path, f"{side}HEE marker is missing in most frames")
+            raise GaitDataError(trial.path, f"the {side} heel marker is missing in most frames")
         h = np.sum((_fill(heel) - centre) * axis, axis=-1)
         t = np.sum((_fill(toe) - centre) * axis, axis=-1)
         out[side] = {"strike": _peaks(h, trial.rate), "off": _peaks(-t, trial.rate)}

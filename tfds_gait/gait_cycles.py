@@ -1,12 +1,19 @@
 """TFDS builder `gait_cycles`: one example per stride, array_record, no TensorFlow needed.
 
 Configs:
-- `embedded` (default): the real cohort shipped in `tfds_gait/data/embedded`, split by subject.
-- `c3d_dir`: a lab's own Plug-in-Gait C3D folder given as `manual_dir`. Subject id = the first
-  folder level below manual_dir (files directly in manual_dir: the file stem before '_').
+- `embedded` (default): every healthy cohort shipped in `tfds_gait/data/embedded`
+  (`<cohort>/<subject>/<trial>.c3d`: biomechZoo children, gaitalytics, Schreiber 2019 and
+  Fukuchi 2018 adults), read by the same reader as a lab's files, split by subject with the
+  fixed lists of EMBEDDED_SPLITS (stratified: validation and test hold children and adults of
+  two or more cohorts).
+- `loco_<cohort>`: leave-one-cohort-out. train / validation = the embedded train / validation
+  subjects of the OTHER cohorts; test = every subject of `<cohort>`.
+- `c3d_dir`: a lab's own C3D folder given as `manual_dir`. Subject id = the first folder
+  level below manual_dir (files directly in manual_dir: the file stem before '_').
   Split by a stable hash of the subject id: 80 % train, 10 % validation, 10 % test.
 - `synthetic`: 150 subjects drawn from a cohort model fitted on the embedded train split;
   130 / 10 / 10 subjects (the 10 test subjects are the paper's 10 held out).
+Static trials (`c3d.is_static_name`) are not walks: they calibrate the walks next to them.
 """
 
 from __future__ import annotations
@@ -22,20 +29,34 @@ from tfds_gait import c3d as c3d_lib
 from tfds_gait import joints as joints_lib
 from tfds_gait import stats as stats_lib
 from tfds_gait import strides as strides_lib
+from tfds_gait import synthetic as synthetic_lib
 from tfds_gait.errors import GaitDataError
 
 EMBEDDED_DIR = os.path.join(os.path.dirname(__file__), "data", "embedded")
 NUM_POINTS = 100
 JOINT_SET = "lower"
+ADULT_AGE = 18.0
+# The shipped cohorts (folders of EMBEDDED_DIR) and their age group (BUILD_NOTES "Data").
+COHORTS = {
+    "biomechzoo": "child",      # 25-60 kg, 1.23-1.74 m, no ages in the files
+    "gaitalytics": "adult",     # 55 kg, 1.72 m treadmill subject
+    "schreiber2019": "adult",   # 21-63 years (anthropometrics.csv)
+    "fukuchi2018": "adult",     # the dataset's adults (21-84 years)
+}
 # Fixed subject splits of the embedded cohort (see BUILD_NOTES.md "Splits").
 EMBEDDED_SPLITS = {
-    "train": ("SI02", "HC033A", "HC032A", "HC036A", "HC038A", "HC039A", "HC040A"),
-    "validation": ("HC030A", "HC002D"),
-    "test": ("HC044A", "HC031A"),
+    "train": ("HC033A", "HC032A", "HC036A", "HC038A", "HC039A", "HC040A", "SI02",
+              "2014001", "2014015", "2014019", "2014022", "2014025", "2014031", "2014050",
+              "2015032", "WBDS42"),
+    "validation": ("HC030A", "HC002D", "2014004", "2014048", "2015007", "WBDS19"),
+    "test": ("HC044A", "HC031A", "2014014", "2014030", "2015035"),
 }
+LOCO_COHORTS = ("biomechzoo", "schreiber2019", "fukuchi2018")
 SYNTHETIC_SUBJECTS = {"train": 130, "validation": 10, "test": 10}
 SYNTHETIC_STRIDES_PER_SUBJECT = 10
 SYNTHETIC_SEED = 0
+_TEXT_FIELDS = ("subject", "trial", "side", "events", "cohort", "age_group", "angle_source",
+                "marker_set")
 
 
 def hash_split(subject: str) -> str:
@@ -58,44 +79,88 @@ def subject_of(path: str, folder: str) -> str:
     return rel[0] if len(rel) > 1 else os.path.splitext(rel[0])[0].split("_")[0]
 
 
-def read_folder(folder: str, joint_set: str = JOINT_SET) -> list[dict]:
-    """Strides of every readable C3D in a folder; unreadable files are skipped with a warning."""
+def age_group(trial: c3d_lib.Trial, default: str) -> str:
+    """'child' / 'adult' from PROCESSING:Age when the file has it, else `default`."""
+    age = trial.anthropometrics.get("age_years")
+    return default if age is None else "adult" if age >= ADULT_AGE else "child"
+
+
+def read_folder(folder: str, joint_set: str = JOINT_SET, cohort: str | None = None,
+                default_age_group: str = "unknown") -> list[dict]:
+    """Strides of every readable walking C3D of a folder; unreadable files are skipped with a
+    warning. Each stride carries `cohort` (default: the folder's name) and `age_group`."""
     files = _c3d_files(folder) if os.path.isdir(folder) else []
-    if not files:
-        raise GaitDataError(folder, "no .c3d files found (is it the right folder?)")
+    walks = [p for p in files if not c3d_lib.is_static_name(p)]
+    if not walks:
+        raise GaitDataError(folder, "no .c3d files found (is it the right folder?)" if not files
+                            else "only static trials (names with _ST / static / cal) found")
+    cohort = cohort or os.path.basename(os.path.normpath(folder))
     out, bad = [], []
-    for path in files:
+    for path in walks:
         try:
             trial = c3d_lib.read_trial(path, joint_set, subject=subject_of(path, folder))
-            out += strides_lib.segment_strides(trial, NUM_POINTS)
+            group = age_group(trial, default_age_group)
+            out += [dict(st, cohort=cohort, age_group=group)
+                    for st in strides_lib.segment_strides(trial, NUM_POINTS)]
         except GaitDataError as e:
             logging.warning("skipping %s", e)
             bad.append(path)
     if not out:
-        raise GaitDataError(folder, f"no usable strides in {len(files)} C3D files "
+        raise GaitDataError(folder, f"no usable strides in {len(walks)} C3D files "
                                     f"({len(bad)} unreadable)")
     return out
 
 
+def read_embedded() -> list[dict]:
+    """Strides of every shipped cohort (EMBEDDED_DIR/<cohort>/<subject>/...)."""
+    return [s for cohort, group in COHORTS.items()
+            for s in read_folder(os.path.join(EMBEDDED_DIR, cohort), cohort=cohort,
+                                 default_age_group=group)]
+
+
+def embedded_split(subject: str) -> str:
+    """The split of an embedded subject (EMBEDDED_SPLITS); unknown ids train."""
+    return next((k for k, v in EMBEDDED_SPLITS.items() if subject in v), "train")
+
+
+def loco_split(stride: dict, left_out: str) -> str | None:
+    """Leave-one-cohort-out: the left-out cohort is the test split; the test subjects of the
+    other cohorts are not used (None)."""
+    if stride["cohort"] == left_out:
+        return "test"
+    split = embedded_split(stride["subject"])
+    return None if split == "test" else split
+
+
 def _example(s: dict) -> dict:
     """The stored fields of one stride."""
-    return {k: s[k] for k in ("angles", "valid", "subject", "trial", "side", "events",
-                              "stride_index", "duration_s", "foot_off_pct", "speed_m_s")}
+    return {k: s[k] for k in ("angles", "valid", "stride_index", "duration_s", "foot_off_pct",
+                              "speed_m_s") + _TEXT_FIELDS}
+
+
+def _configs() -> list[tfds.core.BuilderConfig]:
+    """embedded, one leave-one-cohort-out config per cohort, c3d_dir, synthetic."""
+    return ([tfds.core.BuilderConfig(name="embedded", description="Shipped real cohorts.")]
+            + [tfds.core.BuilderConfig(name=f"loco_{c}", description=f"Test on {c}, train "
+                                       "on the other shipped cohorts.") for c in LOCO_COHORTS]
+            + [tfds.core.BuilderConfig(name="c3d_dir", description="A lab's C3D folder "
+                                       "(manual_dir)."),
+               tfds.core.BuilderConfig(name="synthetic", description="150-subject model "
+                                       "cohort.")])
 
 
 class GaitCycles(tfds.core.GeneratorBasedBuilder):
     """Gait strides [T, J, 3] of Plug-in-Gait joint angles (degrees) with validity masks."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Strides of the embedded, c3d_dir and synthetic cohorts."}
-    BUILDER_CONFIGS = [
-        tfds.core.BuilderConfig(name="embedded", description="Shipped real cohort."),
-        tfds.core.BuilderConfig(name="c3d_dir", description="A lab's C3D folder (manual_dir)."),
-        tfds.core.BuilderConfig(name="synthetic", description="150-subject model cohort."),
-    ]
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "Strides of the embedded, c3d_dir and synthetic cohorts.",
+                     "2.0.0": "Four shipped cohorts (marker kinematics where a file has no "
+                              "Plug-in-Gait outputs); cohort, age_group, angle_source, "
+                              "marker_set; leave-one-cohort-out configs."}
+    BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "embedded"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = ("For `c3d_dir`: pass the folder of Plug-in-Gait C3D files "
-                                    "as manual_dir; one sub-folder per subject.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = ("For `c3d_dir`: pass the folder of C3D files as "
+                                    "manual_dir; one sub-folder per subject.")
 
     def __init__(self, *, file_format=None, **kwargs):
         """Defaults to array_record: random access through tfds.data_source, no TensorFlow."""
@@ -108,7 +173,7 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
         return self.dataset_info_from_configs(features=f.FeaturesDict({
             "angles": f.Tensor(shape=(NUM_POINTS, j, 3), dtype=np.float32),
             "valid": f.Tensor(shape=(NUM_POINTS, j), dtype=np.bool_),
-            "subject": f.Text(), "trial": f.Text(), "side": f.Text(), "events": f.Text(),
+            **{k: f.Text() for k in _TEXT_FIELDS},
             "stride_index": f.Scalar(dtype=np.int32),
             "duration_s": f.Scalar(dtype=np.float32),
             "foot_off_pct": f.Scalar(dtype=np.float32),
@@ -126,13 +191,18 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
                 raise GaitDataError(folder, "no .c3d files found (the folder is missing or "
                                             "empty)") from None
             strides = read_folder(folder)
-            split_of = hash_split
+            split_of = lambda st: hash_split(st["subject"])
+        elif name.startswith("loco_"):
+            strides = read_embedded()
+            split_of = lambda st: loco_split(st, name.removeprefix("loco_"))
         else:
-            strides = read_folder(EMBEDDED_DIR)
-            split_of = {s: k for k, v in EMBEDDED_SPLITS.items() for s in v}.get
+            strides = read_embedded()
+            split_of = lambda st: embedded_split(st["subject"])
         by_split = {"train": [], "validation": [], "test": []}
         for s in strides:
-            by_split[split_of(s["subject"]) or "train"].append(s)
+            split = split_of(s)
+            if split is not None:
+                by_split[split].append(s)
         if name == "synthetic":
             by_split = _synthetic(by_split["train"])
         return by_split
@@ -156,21 +226,21 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
 
 def _synthetic(train: list[dict]) -> dict[str, list[dict]]:
     """The synthetic cohort: a model fitted on the real train strides, sampled by seed."""
-    from tfds_gait import synthetic
-
     angles = np.stack([s["angles"] for s in train])
     subjects = np.array([s["subject"] for s in train])
     sides = np.array([s["side"] for s in train])
-    model = synthetic.fit_cohort_model(angles, subjects, sides)
+    model = synthetic_lib.fit_cohort_model(angles, subjects, sides)
     total = sum(SYNTHETIC_SUBJECTS.values())
-    draw = synthetic.sample_cohort(model, total, SYNTHETIC_STRIDES_PER_SUBJECT, SYNTHETIC_SEED)
+    draw = synthetic_lib.sample_cohort(model, total, SYNTHETIC_STRIDES_PER_SUBJECT,
+                                       SYNTHETIC_SEED)
     out, first = {}, 0
     for split, n in SYNTHETIC_SUBJECTS.items():
         keep = (draw["subject"] >= first) & (draw["subject"] < first + n)
         out[split] = [dict(angles=a, valid=np.ones(a.shape[:2], bool), subject=f"SYN{sub:03d}",
                            trial="synthetic", side=str(side), events="synthetic",
                            stride_index=i, duration_s=np.nan, foot_off_pct=np.nan,
-                           speed_m_s=np.nan)
+                           speed_m_s=np.nan, cohort="synthetic", age_group="synthetic",
+                           angle_source="synthetic", marker_set="")
                       for i, (a, sub, side) in enumerate(zip(draw["angles"][keep],
                                                              draw["subject"][keep],
                                                              draw["side"][keep]))]

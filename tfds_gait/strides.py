@@ -96,7 +96,8 @@ def _stride(trial: Trial, side: str, s0: float, s1: float, offs: np.ndarray,
     return dict(angles=np.nan_to_num(ang), valid=valid, subject=trial.subject,
                 trial=trial.trial, side=side, stride_index=index,
                 events="marked" if marked else "detected", duration_s=float(duration),
-                foot_off_pct=float(foot_off), speed_m_s=float(speed))
+                foot_off_pct=float(foot_off), speed_m_s=float(speed),
+                angle_source=trial.angle_source, marker_set=trial.marker_set or "")
 
 
 def segment_strides(trial: Trial, num_points: int = 100,
