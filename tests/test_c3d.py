@@ -97,3 +97,36 @@ def test_subject_rule(tmp_path):
     shutil.copy(STRAIGHT, d / "walk.c3d")
     assert c3d.read_trial(d / "walk.c3d").subject == "P07"
     assert c3d.read_trial(d / "walk.c3d", subject="X").subject == "X"
+
+
+@pytest.mark.parametrize("label, context, want", [
+    ("Foot Strike", "Left", ("L", "strike")), ("Foot Off", "Right", ("R", "off")),
+    ("Foot Strike1", "Left", ("L", "strike")), ("Foot Strike2", "Right", ("R", "strike")),
+    ("LHS", "", ("L", "strike")), ("RTO", "", ("R", "off")), ("Left Foot Strike", "", ("L", "strike")),
+    ("R_FO", "General", ("R", "off")), ("LON", "", (None, None)), ("Event", "Left", (None, None)),
+])
+def test_event_label_styles(label, context, want):
+    assert c3d.parse_event(label, context) == want
+
+
+def test_schreiber_and_fukuchi_event_styles():
+    emb = os.path.dirname(os.path.dirname(STRAIGHT))
+    sch = c3d.read_trial(os.path.join(emb, "..", "schreiber2019", "2014001", "2014001_C4_05.c3d"))
+    assert [len(sch.events[s]["strike"]) for s in "LR"] == [2, 2]  # Foot Strike1 / 2
+    fuk = c3d.read_trial(os.path.join(emb, "..", "fukuchi2018", "WBDS19", "WBDS19walkT01.c3d"))
+    assert [len(fuk.events[s]["strike"]) for s in "LR"] == [14, 16]  # LHS / RHS, no contexts
+    assert any(n.startswith("ignored events with unknown labels: LOFF x16, LON x15") for n in
+               fuk.notes)
+
+
+def test_unknown_event_style_falls_back_to_detected_events(tmp_path):
+    def odd(c):
+        c["parameters"]["EVENT"]["LABELS"]["value"] = [
+            "Whatever" for _ in c["parameters"]["EVENT"]["LABELS"]["value"]]
+    p = _rewrite(STRAIGHT, tmp_path / "odd.c3d", odd)
+    t = c3d.read_trial(p)
+    assert all(t.events[s][k].size == 0 for s in "LR" for k in ("strike", "off"))
+    assert any("unknown labels: Whatever x" in n for n in t.notes)
+    from tfds_gait import strides
+    got = strides.segment_strides(t)
+    assert got and {s["events"] for s in got} == {"detected"}

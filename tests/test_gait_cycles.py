@@ -38,6 +38,40 @@ def test_splits_are_subject_disjoint_and_fixed(embedded_data_dir):
         assert {n.encode() for n in names} == got[split]
 
 
+def _field(name, split, data_dir, key):
+    src = tfds.data_source(name, split=split, data_dir=data_dir)
+    return [src[i][key].decode() for i in range(len(src))]
+
+
+def test_embedded_cohort_is_every_shipped_lab(embedded_data_dir):
+    rows = {s: list(zip(*(_field("gait_cycles/embedded", s, embedded_data_dir, k)
+                          for k in ("subject", "cohort", "age_group", "angle_source"))))
+            for s in ("train", "validation", "test")}
+    every = [r for v in rows.values() for r in v]
+    assert len({r[0] for r in every}) >= 25 and len(every) >= 180
+    assert {r[1] for r in every} == set(gait_cycles.COHORTS)
+    assert {r[3] for r in every} == {"plugin_gait", "markers"}
+    for split in ("validation", "test"):  # stratified: children and adults, >= 2 labs
+        assert {r[2] for r in rows[split]} == {"child", "adult"}
+        assert len({r[1] for r in rows[split]}) >= 2
+
+
+def test_leave_one_cohort_out(tmp_path, embedded_data_dir):
+    data_dir = str(tmp_path)
+    tfds.builder("gait_cycles/loco_schreiber2019", data_dir=data_dir).download_and_prepare()
+    cohort = {s: set(_field("gait_cycles/loco_schreiber2019", s, data_dir, "cohort"))
+              for s in ("train", "validation", "test")}
+    assert cohort["test"] == {"schreiber2019"}
+    assert "schreiber2019" not in cohort["train"] | cohort["validation"]
+    n_test = len(_field("gait_cycles/loco_schreiber2019", "test", data_dir, "subject"))
+    assert n_test == sum(c == "schreiber2019" for s in ("train", "validation", "test")
+                         for c in _field("gait_cycles/embedded", s, embedded_data_dir,
+                                         "cohort"))
+    emb_test = set(_field("gait_cycles/embedded", "test", embedded_data_dir, "subject"))
+    assert not emb_test & set(_field("gait_cycles/loco_schreiber2019", "train", data_dir,
+                                     "subject"))
+
+
 def test_stats_from_train_split(embedded_data_dir):
     st = stats.load_stats("gait_cycles/embedded", embedded_data_dir)
     src = tfds.data_source("gait_cycles/embedded", split="train", data_dir=embedded_data_dir)

@@ -341,6 +341,20 @@ def read_markers(path: str, ms: marker_sets.MarkerSet) -> dict[str, np.ndarray]:
     return markers
 
 
+def _check_required(path: str, markers: dict, ms: marker_sets.MarkerSet, notes: list) -> None:
+    """A required marker that is missing (NaN) in every frame: the pelvis ones end the trial,
+    the others invalidate the joints that need them (noted)."""
+    gone = [role for role in ms.required if not np.isfinite(markers[role]).any()]
+    names = lambda roles: ", ".join("/".join(ms.labels[r]) for r in roles)
+    pelvis = [r for r in gone if r in marker_sets.PELVIS_ROLES]
+    if pelvis:
+        raise GaitDataError(path, f"pelvis marker(s) {names(pelvis)} missing in every frame: "
+                                  "no joint angle can be computed")
+    if gone:
+        notes.append(f"marker(s) {names(gone)} missing in every frame: the joints that need "
+                     "them are invalid")
+
+
 def _marker_angles(path: str, markers, ms, params, joint_set: str, static: str | None,
                    notes: list) -> kin_lib.Kinematics:
     """Kinematics of the markers (calibrated by a static trial when there is one)."""
@@ -397,6 +411,8 @@ def read_trial(path: str | os.PathLike, joint_set: str = "lower",
     _check_marker_units(path, markers)
     kin = None
     vertical = 2
+    if angle_source == "markers":
+        _check_required(path, markers, ms, notes)
     if all(k in markers for k in ("LASIS", "RASIS", "LHEEL", "RHEEL")):
         try:
             vertical = kin_lib.vertical_axis(markers)

@@ -40,8 +40,8 @@ CHORD_RADIUS_MM = 7.0   # PiG's chord offset beyond half the width (measured: BU
 DAVIS_THETA, DAVIS_BETA = 0.5, 0.314  # rad, Davis 1991
 DEFAULT_MARKER_DIAMETER_MM = 14.0
 # Knee and ankle width from leg length when not measured (fit: BUILD_NOTES "Kinematics").
-KNEE_WIDTH_PER_LEG = 0.117
-ANKLE_WIDTH_PER_LEG = 0.080
+KNEE_WIDTH_PER_LEG = 0.139
+ANKLE_WIDTH_PER_LEG = 0.092
 MIN_PELVIS_TRAVEL_MM = 300.0
 FOOT_FLAT_MM = 15.0  # heel and toe this close to their lowest: the foot is flat  # below: progression from the pelvis orientation (treadmill)
 
@@ -178,10 +178,11 @@ def _wrap(a: np.ndarray) -> np.ndarray:
 
 def vertical_axis(markers: dict[str, np.ndarray]) -> int:
     """The lab axis pointing up: the one the pelvis sits highest above the heels along."""
-    up = np.nanmean((markers["LASIS"] + markers["RASIS"]) / 2
-                    - (markers["LHEEL"] + markers["RHEEL"]) / 2, axis=0)
-    if not np.isfinite(up).all():
+    d = (markers["LASIS"] + markers["RASIS"]) / 2 - (markers["LHEEL"] + markers["RHEEL"]) / 2
+    ok = np.isfinite(d).all(-1)
+    if not ok.any():
         raise ValueError("pelvis or heel markers are missing in every frame")
+    up = d[ok].mean(axis=0)
     axis = int(np.argmax(np.abs(up)))
     if up[axis] < 0:
         raise ValueError("the pelvis is below the heels along every lab axis: unknown lab axes")
@@ -327,13 +328,14 @@ def foot_offsets(ajc, heel, toe, tibia: np.ndarray, side: str,
     f0 = frame_zy(ajc - toe, tibia[..., 1])
     f1 = frame_zy(heel - toe, tibia[..., 1])
     ang = cardan_yxz(f0, f1)[:, :2]
-    if vertical is not None:
-        low = lambda p: p[:, vertical] - np.nanmin(p[:, vertical]) < FOOT_FLAT_MM
-        flat = low(heel) & low(toe)
-        ang = ang[flat] if flat.sum() >= 3 else ang
-    b, a = (np.nanmedian(v) for v in ang.T)
-    if not np.isfinite([b, a]).all():
+    ok = np.isfinite(ang).all(-1)
+    if not ok.any():
         return 0.0, 0.0
+    if vertical is not None:
+        low = lambda p: p[:, vertical] - np.min(p[ok, vertical]) < FOOT_FLAT_MM
+        flat = ok & low(heel) & low(toe)
+        ok = flat if flat.sum() >= 3 else ok
+    b, a = np.median(ang[ok], axis=0)
     return float(-np.radians(b)), float(-_lateral_sign(side) * np.radians(a))
 
 

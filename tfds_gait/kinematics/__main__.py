@@ -1,9 +1,12 @@
 r"""Compares the marker kinematics of a C3D trial with the file's Plug-in-Gait angle outputs.
 
   python -m tfds_gait.kinematics FILE.c3d --compare
+  python -m tfds_gait.kinematics FILE.c3d ... --compare --summary   # BUILD_NOTES table
 
-Prints ONE JSON object: the marker set, and per joint [sagittal, frontal, transverse] the RMS
-difference (deg), the mean offset (ours - Vicon) and the RMS after removing that offset.
+Prints ONE JSON object per file: the marker set, and per joint [sagittal, frontal,
+transverse] the RMS difference (deg), the mean offset (ours - Vicon) and the RMS after
+removing that offset. --summary prints instead the worst file and side per joint as a
+markdown table.
 Differences are wrapped to [-180, 180) (Cardan angles near +-180 deg, e.g. foot progression
 after a turn, can still differ by the other Cardan solution). A file without Plug-in-Gait
 outputs or without a known marker set: one line on stderr, exit 1.
@@ -41,16 +44,37 @@ def compare(path: str) -> dict:
             "rms_offset_removed_deg": table(centred), "notes": list(ours.notes)}
 
 
+def summary(results: list[dict]) -> str:
+    """Markdown: per joint the worst sagittal RMS, frontal / transverse RMS without offset,
+    and the largest offsets, over the files and both sides."""
+    rows = ["| joint | sagittal RMS (deg) | frontal RMS, offset removed | transverse RMS, offset "
+            "removed | largest offset sag / front / trans |", "|---|---|---|---|---|"]
+    for base in ("Pelvis", "Hip", "Knee", "Ankle", "FootProgress"):
+        get = lambda key: np.array([r[key][s + base] for r in results for s in "LR"])
+        rms, cen, off = get("rms_deg"), get("rms_offset_removed_deg"), np.abs(get("offset_deg"))
+        rows.append(f"| {base} | {rms[:, 0].max():.2f} | {cen[:, 1].max():.2f} | "
+                    f"{cen[:, 2].max():.2f} | " + " / ".join(f"{v:.2f}" for v in off.max(0))
+                    + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str]) -> int:
     """CLI entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m tfds_gait.kinematics",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("file")
+    parser.add_argument("files", nargs="+", metavar="FILE")
     parser.add_argument("--compare", action="store_true", required=True,
                         help="compare with the file's Plug-in-Gait angle outputs")
+    parser.add_argument("--summary", action="store_true",
+                        help="one markdown table over all files (worst file and side)")
     args = parser.parse_args(argv)
     try:
-        print(json.dumps(compare(args.file)))
+        results = [compare(f) for f in args.files]
+        if args.summary:
+            print(summary(results))
+        else:
+            for r in results:
+                print(json.dumps(r))
     except GaitDataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
