@@ -1,24 +1,26 @@
-"""Calibration of pass-1 scores on VALIDATION healthy strides: z-scores, flags, trial decisions.
+"""Calibration of pass-1 residuals on out-of-fold (OOF) healthy strides: the statistics, their
+null distributions, z-scores, family-wise flag thresholds and trial decisions.
 
-z-scores: per joint, the log of the score is centred and scaled by the mean and SD of the
-validation strides (`method="median_mad"` is the robust alternative; measured no better, and
-much worse with 9 strides: BUILD_NOTES "Calibration"). A validation stride's own z uses a
-leave-one-out centre and scale, so it is distributed like a new stride's z.
+Pass 1 gives, per stride, each joint reconstructed from the rest of the body; the residual
+e = observed - reconstruction [T, J, C] is brought to each joint's OWN gait cycle (a joint of
+the other side is half a cycle later in a stride) and, per (joint, channel), split into
+- an OFFSET o = the residual's median over the cycle (healthy people and labs differ a lot by
+  constant offsets, e.g. hip rotation; the median leaves a deviation confined to part of the
+  cycle where it is instead of spreading it over the rest), and
+- a SHAPE deviation: the offset-removed residual in units of its healthy SD at that phase,
+  averaged over a window of `window` points (20 % of the cycle); the statistic is its largest
+  |value| over the cycle (a 25 deg swing deficit is large there even when the whole-cycle RMS
+  is not), and the anomaly map is that windowed value at every phase.
+Each statistic becomes a one-sided normal z against its OWN null: offsets against the OOF
+offsets' mean / SD (two-sided), shapes as log-normal (mean / SD of the log). A joint's z is the
+largest of its channels' and statistics' z; a trial (k strides) averages its strides' residuals
+first and uses nulls fitted on pseudo-trials of k OOF strides of one person. The flag
+threshold for k strides is the conformal (1 - alpha) quantile of the max-over-joints z of those
+pseudo-trials, each scored with null parameters fitted WITHOUT its own subject, so that a
+healthy new person's trial gets any flag with probability <= alpha (family-wise).
 
-Flags (default `mode="familywise"`): a healthy STRIDE must get no flag at all with probability
->= 1 - alpha, so the threshold is the conformal quantile of the stride's max-over-joints z
-(rank ceil((n + 1)(1 - alpha)) of n: the finite-sample correction). That is one z threshold for
-all joints, i.e. per-joint thresholds in score units (degrees). `mode="per_joint"` instead
-calibrates each joint at alpha on its own (a stride then gets some flag far more often). When
-n is too small for the conformal rank (n < 1/alpha - 1, e.g. the 9 embedded validation
-strides), a Student-t prediction bound with Bonferroni over joints is used instead,
-t_{n-1}^-1(1 - alpha / J) * sqrt(1 + 1/n), and the calibration says so.
-
-Trials: a joint's statistic is the median of its per-stride z over the k strides of the trial.
-With >= MIN_TRIAL_SUBJECTS validation subjects, its threshold for k = 1..MAX_TRIAL_STRIDES is
-the (1 - alpha) quantile of max-over-joints medians of pseudo-trials (k strides of one subject,
-with leave-one-SUBJECT-out z, as a new subject would be); with fewer, the stride threshold is
-used for every k (conservative). k = 1 always uses the stride threshold.
+The OOF residuals come from K fold models, each trained without the subjects it scores
+(`train.train_folds`), so they are what a new person looks like to the final model.
 """
 
 from __future__ import annotations
@@ -27,163 +29,164 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import warnings
 from typing import Iterator, Sequence
 
 import numpy as np
 import scipy.stats
 
-FILE = "calibration.json"
+from gengait_jax import data
+
 ALPHA = 0.05
-MAX_TRIAL_STRIDES = 10
-N_PSEUDO_TRIALS = 4000
-MIN_SCALE = 0.05    # floor of the log-score scale (5 % relative spread)
-SCORE_FLOOR = 1e-3  # scores below this (physical units) are clipped before the log
-LOO_MAX_N = 400     # leave-one-out z only up to this many strides (the effect is ~1/n)
-MIN_TRIAL_SUBJECTS = 3  # pseudo-trial thresholds need this many validation subjects
-
-
-def log_scores(score_nj) -> np.ndarray:
-    """log(max(score, SCORE_FLOOR)); NaN (not scored) stays NaN."""
-    s = np.asarray(score_nj, float)
-    with np.errstate(invalid="ignore"):
-        return np.log(np.where(np.isnan(s), np.nan, np.maximum(s, SCORE_FLOOR)))
-
-
-def center_scale(l_nj: np.ndarray, method: str = "mean_sd") -> tuple[np.ndarray, np.ndarray]:
-    """Per-joint centre and scale of log scores (NaN-aware); method median_mad or mean_sd."""
-    with np.errstate(invalid="ignore"), _no_warn():
-        if method == "median_mad":
-            c = np.nanmedian(l_nj, 0)
-            s = 1.4826 * np.nanmedian(np.abs(l_nj - c), 0)
-        elif method == "mean_sd":
-            c, s = np.nanmean(l_nj, 0), np.nanstd(l_nj, 0, ddof=1)
-        else:
-            raise ValueError(f"unknown z method {method!r}: median_mad or mean_sd")
-    return c, np.maximum(np.nan_to_num(s, nan=MIN_SCALE), MIN_SCALE)
+WINDOW = 20
+TRIAL_SIZES = (1, 2, 3, 4, 6, 8, 10)
+N_PSEUDO = 2000
+SD_SMOOTH = 5        # +/- points of circular smoothing of the per-phase residual SD
+SD_FLOOR = 0.05      # floor of every scale, relative to its median over the channel
+MIN_STRIDES = 20     # fewer OOF strides: no calibration (conformal rank needs >= 19 at 5 %)
 
 
 @contextlib.contextmanager
-def _no_warn() -> Iterator[None]:
-    """Silences all-NaN slice warnings (a joint never scored has NaN statistics)."""
-    with warnings.catch_warnings():
+def _quiet() -> Iterator[None]:
+    """Silences all-NaN / empty-slice warnings (NaN is the intended answer there)."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         yield
 
 
-def loo_z(l_nj: np.ndarray, method: str = "mean_sd") -> np.ndarray:
-    """z of each stride against the other strides' centre/scale (plain fit when n is large)."""
-    n = len(l_nj)
-    if n > LOO_MAX_N or n < 3:
-        c, s = center_scale(l_nj, method)
-        return (l_nj - c) / s
-    z = np.empty_like(l_nj)
-    for i in range(n):
-        c, s = center_scale(np.delete(l_nj, i, 0), method)
-        z[i] = (l_nj[i] - c) / s
-    return z
+# ----------------------------------------------------------------------------- geometry
+
+def window_mean(x_ntjc: np.ndarray, width: int) -> np.ndarray:
+    """Circular moving mean over the cycle (axis 1), centred, `width` points (NaN-aware)."""
+    t = x_ntjc.shape[1]
+    ok = np.isfinite(x_ntjc)
+    v = np.where(ok, x_ntjc, 0.0)
+    pad = lambda a: np.concatenate([a[:, -(width // 2):], a, a[:, :width - width // 2]], axis=1)
+    cs = lambda a: np.cumsum(np.concatenate([np.zeros_like(a[:, :1]), pad(a)], axis=1), axis=1)
+    s, n = cs(v), cs(ok.astype(np.float64))
+    num = s[:, width:width + t] - s[:, :t]
+    den = n[:, width:width + t] - n[:, :t]
+    with _quiet():
+        return np.where(den >= width / 2, num / den, np.nan)
 
 
-def loso_z(l_nj: np.ndarray, subjects, method: str = "mean_sd") -> np.ndarray:
-    """z of each stride against the OTHER subjects' centre/scale (leave one subject out)."""
-    subjects = np.asarray(subjects)
-    z = np.empty_like(l_nj)
-    for s in np.unique(subjects):
-        m = subjects == s
-        c, sc = center_scale(l_nj[~m], method)
-        z[m] = (l_nj[m] - c) / sc
-    return z
+def _smooth_cycle(a_tjc: np.ndarray, half: int) -> np.ndarray:
+    """Circular moving mean over t of a [T, J, C] array (+/- half points)."""
+    return window_mean(a_tjc[None], 2 * half + 1)[0] if half else a_tjc
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def background(e_ntjc: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-phase mean residual and SD of the offset-removed residual [T, J, C] (own phase)."""
+    with _quiet():
+        mu = np.nanmean(e_ntjc, axis=0)
+        d = e_ntjc - mu - np.nanmedian(e_ntjc - mu, axis=1, keepdims=True)
+        sd = np.sqrt(_smooth_cycle(np.nanmean(d ** 2, axis=0), SD_SMOOTH))
+        floor = SD_FLOOR * np.nanmedian(sd, axis=0, keepdims=True)
+    return {"mu": np.nan_to_num(mu), "sd": np.maximum(np.nan_to_num(sd, nan=1.0), floor)}
+
+
+def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray]:
+    """Offset [N, J, C], shape statistic [N, J, C] and windowed deviation [N, T, J, C] of
+    own-phase residuals (NaN = invalid samples; a joint without valid samples stays NaN)."""
+    e = e_ntjc - bg["mu"]
+    with _quiet():
+        offset = np.nanmedian(e, axis=1)
+        w = window_mean((e - offset[:, None]) / bg["sd"], width)
+        shape = np.nanmax(np.abs(w), axis=1)
+    return {"offset": offset, "shape": shape, "window": w}
+
+
+def null_params(st: dict) -> dict[str, np.ndarray]:
+    """Null of each statistic per (joint, channel): offset mean / SD, log-shape mean / SD."""
+    with _quiet():
+        log_shape = np.log(np.maximum(st["shape"], 1e-6))
+        out = {"off_mean": np.nanmean(st["offset"], 0), "off_sd": np.nanstd(st["offset"], 0),
+               "shape_mean": np.nanmean(log_shape, 0), "shape_sd": np.nanstd(log_shape, 0)}
+    for k in ("off_sd", "shape_sd"):
+        med = np.nanmedian(out[k]) if np.isfinite(out[k]).any() else 1.0
+        out[k] = np.maximum(np.nan_to_num(out[k], nan=med), SD_FLOOR * med + 1e-9)
+    return {k: np.nan_to_num(v) for k, v in out.items()}
+
+
+def _one_sided(z_two_sided: np.ndarray) -> np.ndarray:
+    """|z| of a two-sided test as the one-sided normal z of the same p-value."""
+    p = 2.0 * scipy.stats.norm.sf(np.abs(z_two_sided))
+    return scipy.stats.norm.isf(np.clip(p, 1e-300, 1.0))
+
+
+def zscores(st: dict, nul: dict) -> dict[str, np.ndarray]:
+    """Per (joint, channel) offset and shape z, the joint z [N, J] (max of both over the
+    channels) and the anomaly map [N, T, J] (shape z at every phase, max over channels)."""
+    z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
+    with _quiet():
+        z_shape = (np.log(np.maximum(st["shape"], 1e-6)) - nul["shape_mean"]) / nul["shape_sd"]
+        joint = np.nanmax(np.stack([z_off, z_shape]), axis=(0, -1))
+        out = {"offset": z_off, "shape": z_shape, "joint": joint}
+        if "window" in st:
+            z_map = (np.log(np.maximum(np.abs(st["window"]), 1e-6))
+                     - nul["shape_mean"][None, None]) / nul["shape_sd"][None, None]
+            out["map"] = np.nanmax(z_map, axis=-1)
+    return out
+
+
+# ----------------------------------------------------------------------------- pseudo-trials
+
+def pseudo_trials(subjects: np.ndarray, k: int, count: int, seed: int) -> np.ndarray:
+    """[count, k] stride indices: k strides of one subject (uniform over subjects), without
+    replacement while the subject has enough strides, with replacement beyond (a subject
+    with fewer strides than k then counts some twice: its null is a little wider)."""
+    rng = np.random.default_rng(seed + 1000 * k)
+    groups = [np.flatnonzero(subjects == s) for s in np.unique(subjects)]
+    out = np.empty((count, k), int)
+    for i, g in enumerate(rng.integers(0, len(groups), count)):
+        pool = groups[g]
+        out[i] = rng.choice(pool, k, replace=len(pool) < k)
+    return out
+
+
+def trial_residual(e_ntjc: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Mean own-phase residual of each pseudo-trial [P, T, J, C] (index [P, k])."""
+    with _quiet():
+        return np.nanmean(e_ntjc[index], axis=1)
 
 
 def conformal_quantile(values, alpha: float) -> float:
     """Rank ceil((n+1)(1-alpha)) of the finite values; inf when n is too small."""
     v = np.sort(np.asarray(values, float)[np.isfinite(values)])
-    k = math.ceil((len(v) + 1) * (1 - alpha))
-    return float(v[k - 1]) if 0 < k <= len(v) else math.inf
+    r = math.ceil((len(v) + 1) * (1 - alpha))
+    return float(v[r - 1]) if 0 < r <= len(v) else math.inf
 
 
-def _max_z(z_nj: np.ndarray) -> np.ndarray:
-    """Max over scored joints per stride (NaN when no joint is scored)."""
-    with _no_warn():
-        return np.nanmax(z_nj, -1)
+def _fit_size(e: np.ndarray, subjects: np.ndarray, k: int, bg: dict, width: int,
+              alpha: float, seed: int) -> dict:
+    """Null parameters and the family-wise threshold for trials of k strides: pseudo-trials of
+    k strides of one subject, subjects drawn uniformly (a subject with many strides, e.g. a
+    30 s treadmill trial, weighs as much as one with two)."""
+    index = pseudo_trials(subjects, k, N_PSEUDO, seed)
+    full = statistics(trial_residual(e, index), bg, width)
+    st = {name: full[name] for name in ("offset", "shape")}
+    owner = subjects[index[:, 0]]
+    nul = null_params(st)
+    z_max = np.full(len(index), np.nan)
+    for s in np.unique(owner):  # each pseudo-trial scored with its subject left out
+        mine = owner == s
+        loso = null_params({name: v[~mine] for name, v in st.items()})
+        with _quiet():
+            z_max[mine] = np.nanmax(zscores({name: v[mine] for name, v in st.items()},
+                                            loso)["joint"], axis=-1)
+    return {"k": k, "threshold": conformal_quantile(z_max, alpha), "n_trials": int(len(index)),
+            **{name: np.round(v, 5).tolist() for name, v in nul.items()}}
 
 
-def small_sample_z(n: int, level: float, fallback: str = "t") -> float:
-    """Parametric z bound for few strides: Student-t prediction bound (or Gaussian)."""
-    if fallback == "gaussian":
-        return float(scipy.stats.norm.ppf(level))
-    if fallback == "t":
-        return float(scipy.stats.t.ppf(level, max(n - 1, 1)) * math.sqrt(1 + 1 / max(n, 1)))
-    raise ValueError(f"unknown small-sample fallback {fallback!r}: t or gaussian")
-
-
-def stride_thresholds(z_nj: np.ndarray, alpha: float, mode: str,
-                      fallback: str = "t") -> tuple[np.ndarray, str]:
-    """Per-joint z thresholds [J] and how they were obtained."""
-    j, n = z_nj.shape[-1], len(z_nj)
-    if mode == "familywise":
-        tau = conformal_quantile(_max_z(z_nj), alpha)
-        if math.isfinite(tau):
-            return np.full(j, tau), "conformal max-z"
-        return (np.full(j, small_sample_z(n, 1 - alpha / j, fallback)),
-                f"{fallback} bonferroni (n={n} < {math.ceil(1 / alpha) - 1} for conformal)")
-    if mode == "per_joint":
-        tau = np.array([conformal_quantile(z_nj[:, i], alpha) for i in range(j)])
-        fallback_j = ~np.isfinite(tau)
-        tau[fallback_j] = small_sample_z(n, 1 - alpha, fallback)
-        return tau, "conformal per joint" + (f" ({fallback} where few strides)"
-                                             if fallback_j.any() else "")
-    raise ValueError(f"unknown flag mode {mode!r}: familywise or per_joint")
-
-
-def pseudo_trials(n: int, k: int, subjects, count: int, rng) -> np.ndarray:
-    """[count, k] stride indices: k strides of one subject (uniform over subjects) or of all.
-
-    Without replacement while the pool is large enough, with replacement beyond it.
-    """
-    if subjects is None or len(set(np.asarray(subjects).tolist())) < 3:
-        groups = [np.arange(n)]
-    else:
-        subjects = np.asarray(subjects)
-        groups = [np.flatnonzero(subjects == s) for s in np.unique(subjects)]
-    size = np.array([len(gr) for gr in groups])
-    table = np.zeros((len(groups), size.max()), int)
-    for i, gr in enumerate(groups):
-        table[i, :len(gr)] = gr
-    g = rng.integers(0, len(groups), count)
-    keys = np.where(np.arange(size.max()) < size[g][:, None], rng.random((count, size.max())),
-                    np.inf)
-    pos = np.argsort(keys, axis=1)[:, :k]
-    if pos.shape[1] < k:
-        pos = np.pad(pos, ((0, 0), (0, k - pos.shape[1])))
-    extra = np.arange(k) >= size[g][:, None]  # beyond the pool: with replacement
-    pos = np.where(extra, rng.integers(0, 1 << 30, (count, k)) % size[g][:, None], pos)
-    return table[g[:, None], pos]
-
-
-def trial_thresholds(z_nj: np.ndarray, alpha: float, subjects=None, *, seed: int = 0,
-                     max_k: int = MAX_TRIAL_STRIDES) -> list[float]:
-    """Threshold of max_j median-of-k z for k = 1..max_k (pseudo-trials of validation strides)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for k in range(1, max_k + 1):
-        idx = pseudo_trials(len(z_nj), k, subjects, N_PSEUDO_TRIALS, rng)
-        with _no_warn():
-            stat = _max_z(np.nanmedian(z_nj[idx], axis=1))
-        out.append(conformal_quantile(stat, alpha))
-    return out
-
-
-def reference_curves(angles_ntjc, sides=None, min_strides: int = 5) -> dict:
-    """Per stride side ('L', 'R', '*' = all) mean and SD curves [T, J, C] of healthy strides."""
-    x = np.asarray(angles_ntjc, float)
-    groups = {"*": np.ones(len(x), bool)}
-    if sides is not None:
-        sides = np.asarray(sides).astype(str)
-        groups.update({s: sides == s for s in ("L", "R")})
+def reference_curves(x_ntjc, sides, min_strides: int = 5) -> dict:
+    """Per stride side ('L', 'R', '*' = all) mean and SD curves [T, J, C] of healthy strides
+    (the report's band where no published norm exists)."""
+    x, sides = np.asarray(x_ntjc, float), np.asarray(sides).astype(str)
+    groups = {"*": np.ones(len(x), bool), "L": sides == "L", "R": sides == "R"}
     out = {}
-    with _no_warn():
+    with _quiet():
         for name, keep in groups.items():
             if keep.sum() >= min_strides:
                 out[name] = {"mean": np.round(np.nanmean(x[keep], 0), 3).tolist(),
@@ -192,147 +195,79 @@ def reference_curves(angles_ntjc, sides=None, min_strides: int = 5) -> dict:
     return out
 
 
-def fit(score_nj, joint_names: Sequence[str], *, alpha: float = ALPHA,
-        method: str = "mean_sd", mode: str = "familywise", subjects=None,
-        model_id: str | None = None, angles_ntjc=None, sides=None, seed: int = 0,
-        num_context: int = 0, max_trial_strides: int = MAX_TRIAL_STRIDES,
-        residual_sd_tjc=None, fallback: str = "t") -> dict:
-    """The calibration (JSON-able) from validation pass-1 scores [N, J]."""
-    l_nj = log_scores(score_nj)
-    c, s = center_scale(l_nj, method)
-    z = loo_z(l_nj, method)
-    tau, how = stride_thresholds(z, alpha, mode, fallback)
-    n_subjects = None if subjects is None else len(set(np.asarray(subjects).tolist()))
-    if n_subjects is not None and n_subjects >= MIN_TRIAL_SUBJECTS and mode == "familywise":
-        trial = trial_thresholds(loso_z(l_nj, subjects, method), alpha, subjects, seed=seed,
-                                 max_k=max_trial_strides)
-        trial_how = "within-subject pseudo-trials, leave-one-subject-out z"
-    else:
-        trial = [float(tau.max())] * max_trial_strides
-        trial_how = f"stride threshold (fewer than {MIN_TRIAL_SUBJECTS} validation subjects)"
-    trial[:1] = [float(tau.max())][:len(trial)]  # one stride: the stride calibration
+def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
+        alpha: float = ALPHA, width: int = WINDOW, folds: dict | None = None,
+        model_id: str | None = None, seed: int = 0, x_ntjc=None) -> dict:
+    """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides."""
+    subjects = np.asarray(subjects).astype(str)
+    if len(residuals_ntjc) < MIN_STRIDES or len(set(subjects.tolist())) < 3:
+        raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
+                         f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
+    e = data.to_own_phase(residuals_ntjc, sides, joint_names)
+    bg = background(e)
+    sizes = [_fit_size(e, subjects, k, bg, width, alpha, seed) for k in TRIAL_SIZES]
     names = list(joint_names)
-    thr_score = np.exp(c + tau * s)
     cal = {
-        "model_id": model_id, "num_context": num_context, "alpha": alpha, "method": method,
-        "mode": mode,
-        "threshold_method": how, "joint_names": names,
-        "center_log": dict(zip(names, c.round(6).tolist())),
-        "scale_log": dict(zip(names, s.round(6).tolist())),
-        "z_threshold": dict(zip(names, np.round(tau, 6).tolist())),
-        "score_threshold": dict(zip(names, np.round(thr_score, 6).tolist())),
-        "trial_z_threshold": [round(t, 6) for t in trial], "trial_threshold_method": trial_how,
-        "n_strides": int(len(l_nj)),
-        "n_strides_scored": dict(zip(names, np.isfinite(l_nj).sum(0).tolist())),
-        "n_subjects": n_subjects,
-        "validation_false_flag_rate": float(np.mean(_max_z(z) > tau[0]))
-        if mode == "familywise" else None,
+        "model_id": model_id, "method": "oof-offset-shape", "alpha": alpha, "window": width,
+        "joint_names": names, "n_strides": int(len(e)),
+        "n_subjects": int(len(set(subjects.tolist()))),
+        "cohorts": None if cohorts is None else dict(zip(*np.unique(
+            np.asarray(cohorts).astype(str), return_counts=True))),
+        "n_strides_scored": dict(zip(names, np.isfinite(e).all(-1).any(1).sum(0).tolist())),
+        "folds": folds, "background": {k: np.round(v, 4).tolist() for k, v in bg.items()},
+        "sizes": sizes,
+        "threshold_method": "conformal max-over-joints z of leave-one-subject-out pseudo-trials",
     }
-    if angles_ntjc is not None:
-        cal["reference"] = reference_curves(angles_ntjc, sides)
-    if residual_sd_tjc is not None:
-        cal["residual_sd"] = np.round(np.asarray(residual_sd_tjc, float), 3).tolist()
-    digest = hashlib.sha1(json.dumps(cal, sort_keys=True).encode()).hexdigest()
-    cal["id"] = f"cal-{digest[:10]}"
+    with _quiet():
+        cal["residual_sd"] = np.round(np.sqrt(np.nanmean(e ** 2, axis=0)), 3).tolist()
+    if x_ntjc is not None:
+        cal["reference"] = reference_curves(x_ntjc, sides)
+    clean = json.loads(json.dumps(cal, default=float))
+    cal["id"] = "cal-" + hashlib.sha1(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:10]
     return cal
 
 
-def zscores(score_nj, cal: dict) -> np.ndarray:
-    """z [N, J] of pass-1 scores (NaN where not scored)."""
-    names = cal["joint_names"]
-    c = np.array([cal["center_log"][n] for n in names])
-    s = np.array([cal["scale_log"][n] for n in names])
-    return (log_scores(score_nj) - c) / s
+# ----------------------------------------------------------------------------- applying it
+
+def size_entry(cal: dict, k: int) -> dict:
+    """The null / threshold entry for k strides (the largest size fitted beyond it)."""
+    sizes = cal["sizes"]
+    return next((s for s in reversed(sizes) if s["k"] <= max(k, 1)), sizes[0])
 
 
-def stride_flags(z_nj, cal: dict) -> np.ndarray:
-    """bool [N, J]: z above the joint's threshold (never for a joint not scored)."""
-    tau = np.array([cal["z_threshold"][n] for n in cal["joint_names"]])
-    with np.errstate(invalid="ignore"):
-        return np.nan_to_num(np.asarray(z_nj, float), nan=-np.inf) > tau
+def _arrays(entry: dict) -> dict[str, np.ndarray]:
+    """The null parameters of a size entry as arrays."""
+    return {k: np.asarray(entry[k], float) for k in ("off_mean", "off_sd", "shape_mean",
+                                                     "shape_sd")}
 
 
-def trial_decision(z_nj, cal: dict) -> dict:
-    """Median-of-strides z per joint, the threshold for this k, and the flags."""
-    z = np.asarray(z_nj, float)
-    k = int(np.isfinite(z).any(-1).sum())
-    thr = cal["trial_z_threshold"]
-    tau = thr[min(max(k, 1), len(thr)) - 1]
-    if cal.get("mode") == "per_joint":
-        tau = np.array([cal["z_threshold"][n] for n in cal["joint_names"]])
-    with _no_warn():
-        med = np.nanmedian(z, 0) if len(z) else np.full(len(cal["joint_names"]), np.nan)
-    flags = np.nan_to_num(med, nan=-np.inf) > tau
-    return {"z": med, "flagged": flags, "threshold": tau, "k": k}
+def score(residuals_ntjc, sides, cal: dict) -> dict:
+    """Per-stride z of OOF-calibrated statistics: joint z [N, J], map [N, T, J], channel
+    z [N, J, C] (offset, shape), flags [N, J] (the one-stride threshold)."""
+    e = data.to_own_phase(residuals_ntjc, sides, cal["joint_names"])
+    bg = {k: np.asarray(v) for k, v in cal["background"].items()}
+    entry = size_entry(cal, 1)
+    z = zscores(statistics(e, bg, cal["window"]), _arrays(entry))
+    with _quiet():
+        flags = np.nan_to_num(z["joint"], nan=-np.inf) > entry["threshold"]
+    return dict(z, flags=flags, threshold=entry["threshold"])
 
 
-def save(cal: dict, workdir: str) -> str:
-    """Writes workdir/calibration.json (strict JSON); returns its path."""
-    path = os.path.join(workdir, FILE)
-    clean = json.loads(json.dumps(cal), parse_constant=lambda _: None)
-    with open(path, "w") as f:
-        json.dump(clean, f, indent=1, allow_nan=False)
-    return path
+def decide(residuals_ntjc, sides, cal: dict) -> dict:
+    """The trial decision over all strides (both sides): joint z [J] of the strides' mean
+    own-phase residual against the k-stride null, its threshold, flags, map [T, J], k."""
+    e = data.to_own_phase(residuals_ntjc, sides, cal["joint_names"])
+    k = int(np.isfinite(e).any(axis=(1, 2, 3)).sum())
+    entry = size_entry(cal, k)
+    bg = {key: np.asarray(v) for key, v in cal["background"].items()}
+    with _quiet():
+        mean = np.nanmean(e, axis=0, keepdims=True)
+    z = zscores(statistics(mean, bg, cal["window"]), _arrays(entry))
+    joint = z["joint"][0]
+    flags = np.nan_to_num(joint, nan=-np.inf) > entry["threshold"]
+    return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
+            "map": z["map"][0], "offset_z": z["offset"][0], "shape_z": z["shape"][0],
+            "threshold_k": entry["k"]}
 
 
-def load(workdir: str) -> dict:
-    """Reads workdir/calibration.json (FileNotFoundError when missing)."""
-    path = os.path.join(workdir, FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no {FILE} in {workdir}: calibrate first "
-                                f"(python -m launch.detect --workdir={workdir} --calibrate)")
-    try:
-        with open(path) as f:
-            cal = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(cal, dict) or not {"id", "joint_names", "z_threshold"} <= set(cal):
-        raise ValueError(f"{path}: not a GenGait calibration (recalibrate)")
-    return cal
 
-
-def residual_sd(recon_ntjc, x_ntjc, valid_ntj) -> np.ndarray:
-    """[T, J, C] RMS of (occlusion reconstruction - observed) over healthy strides."""
-    err = np.where(np.asarray(valid_ntj, bool)[..., None], recon_ntjc - x_ntjc, np.nan)
-    with _no_warn():
-        return np.sqrt(np.nanmean(err ** 2, 0))
-
-
-def calibrate(model, meta: dict, strides: dict, *, alpha: float = ALPHA, num_context: int = 0,
-              **kw) -> dict:
-    """Scores healthy validation strides (angles, valid, optional subject/side) and fits."""
-    from gengait_jax import scoring
-    x, valid = scoring.prepare(strides["angles"], strides.get("valid"))
-    p1 = scoring.score_strides(model, x, valid, num_context=num_context)
-    cal = fit(p1.score_nj, meta["joint_names"], alpha=alpha, subjects=strides.get("subject"),
-              model_id=meta.get("model_id"), angles_ntjc=x, sides=strides.get("side"),
-              num_context=num_context, residual_sd_tjc=residual_sd(p1.recon_ntjc, x, valid),
-              **kw)
-    return cal
-
-
-def validation_strides(cfg) -> dict:
-    """The validation split of the model's dataset as arrays (angles, valid, subject, side)."""
-    import tensorflow_datasets as tfds
-    import tfds_gait  # noqa: F401  (registers gait_cycles)
-    src = tfds.data_source(cfg.data.name, split=cfg.data.val_split, data_dir=cfg.data.data_dir)
-    rows = [src[i] for i in range(len(src))]
-    if not rows:
-        raise ValueError(f"validation split {cfg.data.val_split!r} of {cfg.data.name} is empty: "
-                         f"nothing to calibrate on")
-    out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in ("angles", "valid")}
-    for k in ("subject", "side"):
-        if k in rows[0]:
-            out[k] = np.array([r[k].decode() if isinstance(r[k], bytes) else r[k] for r in rows])
-    return out
-
-
-def calibrate_workdir(workdir: str, *, alpha: float = ALPHA, strides: dict | None = None,
-                      **kw) -> dict:
-    """Restores the model of `workdir`, calibrates it on its validation split, saves the JSON."""
-    from gengait_jax import train
-    model, cfg, meta = train.restore_model(workdir)
-    cal = calibrate(model, meta, validation_strides(cfg) if strides is None else strides,
-                    alpha=alpha, **kw)
-    save(cal, workdir)
-    return cal

@@ -1,4 +1,5 @@
-"""Checkpoints: orbax manager with the train state and every host's data iterator position.
+"""Checkpoints: orbax manager with the train state and every host's data iterator position,
+and the params-only restore that inference uses.
 
 Layout: workdir/checkpoints/<step>/state (the nnx.State of model + optimizer, OCDBT) and
 workdir/checkpoints/<step>/data (JSON: the iterator state of each process).
@@ -10,24 +11,25 @@ import json
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from flax import nnx
 from jax.experimental import multihost_utils
 
+from gengait_jax import model as model_lib
+from gengait_jax.workdir import Workdir
+from tfds_gait.errors import GaitDataError
 
-def workdir_path(workdir: str) -> epath.Path:
-    """The workdir as a path orbax accepts: local paths made absolute, gs:// kept."""
-    path = epath.Path(workdir)
-    return path if "://" in str(workdir) else path.absolute()
+ITEMS = ("state", "data")
 
 
-def manager(workdir: epath.Path, cfg) -> ocp.CheckpointManager:
+def manager(workdir: Workdir, cfg) -> ocp.CheckpointManager:
     """Orbax manager: workdir/checkpoints/<step>/{state,data}; keeps the newest K."""
     opts = ocp.CheckpointManagerOptions(max_to_keep=cfg.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(workdir / "checkpoints", options=opts,
-                                 item_names=("state", "data"))
+    return ocp.CheckpointManager(workdir.checkpoints, options=opts, item_names=ITEMS)
 
 
 def data_state(it) -> dict:
@@ -89,3 +91,53 @@ def restore_newest(mngr, target, it):
         set_data_state(it, got.data)
         return got.state, step
     return None, 0
+
+
+def _check_shapes(step_dir: epath.Path, target) -> None:
+    """Compares the model's array shapes with the checkpoint's metadata before reading any (a
+    failed orbax restore leaves reads in flight that print 'Event loop is closed' at exit)."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        saved = handler.metadata(step_dir / "state")
+    finally:
+        handler.close()
+    shapes = lambda tree: sorted(tuple(x.shape) for x in jax.tree.leaves(tree)
+                                 if hasattr(x, "shape"))
+    tree = getattr(saved, "tree", saved)
+    if shapes(tree.get("model", tree) if isinstance(tree, dict) else tree) != shapes(target):
+        raise GaitDataError(step_dir, "checkpoint does not match the workdir's config.json "
+                                      "(its arrays have other shapes: another model config?)")
+
+
+def model_shape(meta: dict) -> dict[str, int]:
+    """num_frames / num_joints / num_channels from the model meta."""
+    return {k: int(meta[k]) for k in ("num_frames", "num_joints", "num_channels")}
+
+
+def restore_model(workdir: Workdir, step: int | None = None
+                  ) -> tuple[model_lib.GenGaitMAE, ml_collections.ConfigDict, dict]:
+    """(model, config, meta) for inference: the model variables only (no optimizer state),
+    on one local device."""
+    cfg, meta = workdir.config(), workdir.meta()
+    graphdef, abstract = nnx.split(nnx.eval_shape(
+        lambda: model_lib.create_model(cfg, **model_shape(meta))))
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
+                          abstract)
+    if not workdir.has_checkpoint():
+        raise GaitDataError(workdir.checkpoints, "no checkpoint: train first")
+    with ocp.CheckpointManager(workdir.checkpoints, item_names=ITEMS) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise GaitDataError(workdir.checkpoints, "no complete checkpoint")
+        _check_shapes(workdir.checkpoints / str(step), target)
+        args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=one), target)
+        try:
+            got = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                {"model": target}, restore_args={"model": args}, partial_restore=True)))
+        except (ValueError, KeyError, TypeError) as e:  # orbax: tree of another config
+            first = " ".join((str(e).splitlines() or [""])[0].split()[:20])
+            raise GaitDataError(workdir.checkpoints / str(step), "checkpoint does not match "
+                                f"the workdir's config.json ({type(e).__name__}: {first})") \
+                from None
+    return nnx.merge(graphdef, got.state["model"]), cfg, dict(meta, step=int(step))

@@ -1,20 +1,27 @@
 """The paper's validation, with clinical baselines side by side, on held-out test strides.
 
-Each clean test stride is perturbed by the abnormality simulator (7 kinds x severities); GenGait
-scores every joint (pass 1), flags by the calibrated z-scores and builds the normative twin with
-the flagged joints withheld (pass 2). Every number comes with the strides and subjects it rests
-on. `compute` is pure (arrays in, nested dict out); `evaluate` wires the trained model to it.
+Each clean test stride is perturbed by the abnormality simulator (7 kinds x severities, the
+affected side drawn per recording and kind, so a trial's strides share it); GenGait scores
+every joint (pass 1), flags by the calibrated z (per stride: the one-stride calibration; per
+trial: all strides of one recording with one abnormality), and builds the normative twin from
+the trial decision (pass 2, what `launch.detect` does). Every number comes with the strides and
+subjects it rests on. `compute` is pure (arrays in, nested dict out); `evaluate` wires the
+trained model (`GenGait`) to it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from absl import logging
+from etils import epath
 
-from gengait_jax import baselines, metrics
+from gengait_jax import baselines, calibration, data, evaluation_report, metrics
+from gengait_jax.gengait import GenGait
+from gengait_jax.workdir import jsonable, write_json
+from tfds_gait import abnormalities
 
 CLEAN = "clean"
 TOPK = 3
@@ -71,7 +78,8 @@ def _per_stride(rec: dict, ref: baselines.Reference) -> dict:
     truth_jc = np.asarray(rec["truth"], bool)
     aff = truth_jc.any(-1)  # [N, J]
     x, clean, twin, side = rec["perturbed"], rec["clean"], rec["twin"], rec["side"]
-    pop = baselines.population_mean_correction(ref, x, rec["flags"], side)
+    twin_flags = rec.get("trial_flags", rec["flags"])  # the flags the twin was built from
+    pop = baselines.population_mean_correction(ref, x, twin_flags, side)
     pop_oracle = baselines.population_mean_correction(ref, x, aff, side)
     out = {
         "truth_j": aff,
@@ -80,6 +88,7 @@ def _per_stride(rec: dict, ref: baselines.Reference) -> dict:
         "pop_after": metrics.rms_deviation(pop, clean, truth_jc),
         "pop_oracle_after": metrics.rms_deviation(pop_oracle, clean, truth_jc),
         "preserve": metrics.rms_deviation(twin, x, ~aff[..., None]),
+        "unflagged_change": metrics.rms_deviation(twin, x, ~np.asarray(twin_flags)[..., None]),
         "z_base": baselines.zscores(ref, x, side),
         "z_flags": baselines.zscore_flags(ref, x, side),
         "env_frac": baselines.outside_fraction(ref, x, side),
@@ -114,6 +123,8 @@ def _table(rec: dict, ps: dict, clean: dict, cps: dict, seed: int) -> dict:
         "localization": loc, "localization_raw_deg": raw,
         "correction": correction(ps["before"], ps["after"], subj),
         "preservation": {"rms_change_deg": pres["mean"], "rms_change_median_deg": pres["median"],
+                         "unflagged_rms_change_deg": metrics.summary(
+                             ps["unflagged_change"])["mean"],
                          "n_strides": pres["n"], "n_subjects": pres["n_subjects"]},
         "baselines": {
             "zscore": _detector(ps["z_base"], ps["z_flags"], cps["z_flags"], truth, subj,
@@ -133,6 +144,31 @@ def _table(rec: dict, ps: dict, clean: dict, cps: dict, seed: int) -> dict:
     if "oracle_after" in ps:
         out["correction_oracle_flags"] = correction(ps["before"], ps["oracle_after"], subj)
     return out
+
+
+def trial_rows(rec: dict) -> dict:
+    """One row per trial (recording x abnormality x severity): its decision and truth."""
+    ids = np.asarray(rec["trial"])
+    first = np.array([np.flatnonzero(ids == g)[0] for g in np.unique(ids)])
+    truth = np.stack([np.asarray(rec["truth"], bool)[ids == g].any((0, 2))
+                      for g in np.unique(ids)])
+    return {"z": rec["trial_z"][first], "flags": rec["trial_flags"][first], "truth": truth,
+            "kind": rec["kind"][first], "severity": rec["severity"][first],
+            "subject": rec["subject"][first],
+            "n_strides": np.array([(ids == g).sum() for g in np.unique(ids)])}
+
+
+def trial_table(rows: dict) -> dict:
+    """Trial-level localization of the abnormal trials and false flags of the clean ones."""
+    clean = rows["kind"] == CLEAN
+    abn = ~clean
+    loc = localization(rows["z"][abn], rows["flags"][abn], rows["truth"][abn],
+                       rows["subject"][abn])
+    ffr = metrics.false_flag_rate(rows["flags"][clean], rows["subject"][clean])
+    return dict(loc, false_flag_rate=ffr["value"], n_clean_trials=ffr["n"],
+                n_trials=int(abn.sum()),
+                strides_per_trial=float(np.mean(rows["n_strides"])) if len(rows["n_strides"])
+                else None)
 
 
 def compute(rec: dict, ref: baselines.Reference, *, seed: int = 0) -> dict:
@@ -159,139 +195,110 @@ def compute(rec: dict, ref: baselines.Reference, *, seed: int = 0) -> dict:
             t = _table(_sub(abn, ks), _sub(ps, ks), clean, cps, seed)
             out["per_abnormality_severity"][f"{kind}@{sev:g}"] = {
                 k: t[k] for k in ("n_strides", "n_subjects", "localization", "correction")}
+    out["per_severity"] = {}
+    for sev in sorted(set(abn["severity"].tolist())):
+        keep = abn["severity"] == sev
+        out["per_severity"][f"{sev:g}"] = _table(_sub(abn, keep), _sub(ps, keep), clean, cps,
+                                                 seed)
+    if "trial_z" in rec:
+        rows = trial_rows(rec)
+        out["trials"] = trial_table(rows)
+        out["trials_per_severity"] = {
+            f"{sev:g}": trial_table({k: v[(rows["severity"] == sev) | (rows["kind"] == CLEAN)]
+                                     for k, v in rows.items()})
+            for sev in sorted(set(rows["severity"][rows["kind"] != CLEAN].tolist()))}
     return out
 
 
-Detector = Callable[[np.ndarray, np.ndarray], dict]
-Twin = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-def batched(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch: int) -> Any:
-    """Calls `fn` on fixed-size row batches (last one padded, so one compile) and concatenates."""
-    n = len(arrays[0])
-    outs = []
-    for i in range(0, n, batch):
-        part = [a[i:i + batch] for a in arrays]
-        m = len(part[0])
-        pad = [np.concatenate([p, np.repeat(p[-1:], batch - m, 0)]) if m < batch else p
-               for p in part]
-        res = fn(*pad)
-        outs.append(_map_out(lambda r: np.asarray(r)[:m], res))
-    if isinstance(outs[0], dict):
-        return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-    return np.concatenate(outs)
-
-
-def _map_out(f: Callable, x: Any) -> Any:
-    """Maps `f` over a dict's values, or applies it to an array."""
-    return {k: f(v) for k, v in x.items()} if isinstance(x, dict) else f(x)
-
-
-def build_records(test: dict, sim: dict) -> dict:
+def build_records(test: data.Strides, sim: dict) -> dict:
     """Clean test strides (kind CLEAN) followed by the simulator's perturbed copies."""
     idx = np.asarray(sim["clean_index"])
-    n, (j, c) = len(test["angles"]), np.shape(test["angles"])[2:]
+    n, (j, c) = len(test), test.x.shape[2:]
+    both = lambda a: np.concatenate([a, a[idx]])
     return {
-        "perturbed": np.concatenate([test["angles"], sim["angles"]]).astype(np.float32),
-        "clean": np.concatenate([test["angles"], test["angles"][idx]]).astype(np.float32),
-        "valid": np.concatenate([test["valid"], test["valid"][idx]]),
+        "perturbed": np.concatenate([test.x, sim["angles"]]).astype(np.float32),
+        "clean": both(test.x).astype(np.float32), "valid": both(test.valid),
         "truth": np.concatenate([np.zeros((n, j, c), bool), np.asarray(sim["truth"], bool)]),
         "kind": np.concatenate([np.full(n, CLEAN), np.asarray(sim["kind"]).astype(str)]),
         "severity": np.concatenate([np.zeros(n), np.asarray(sim["severity"], float)]),
-        "subject": np.concatenate([test["subject"], test["subject"][idx]]),
-        "side": np.concatenate([test["side"], test["side"][idx]])}
+        "subject": both(test.subject.astype(str)), "side": both(test.side.astype(str)),
+        "trial": both(np.char.add(np.char.add(test.subject.astype(str), "/"),
+                                  test.trial.astype(str)))}
 
 
-def run_gengait(rec: dict, detect: Detector, twin: Twin, *, batch: int = 128,
-                oracle: bool = True) -> dict:
-    """Adds pass-1 scores/z/flags and the pass-2 twin (and the oracle-flag twin) to `rec`."""
+def trial_groups(rec: dict) -> np.ndarray:
+    """[N] trial id: one recording with one abnormality at one severity (or clean)."""
+    keys = [f"{t}|{k}|{s:g}" for t, k, s in zip(rec["trial"], rec["kind"], rec["severity"])]
+    _, ids = np.unique(keys, return_inverse=True)
+    return ids
+
+
+def run_gengait(gg: GenGait, rec: dict) -> dict:
+    """Adds to `rec`: raw RMS scores, per-stride z / flags (one-stride calibration), the
+    trial decisions, and the twins from the trial decision and from the true joints."""
     rec = dict(rec)
-    rec.update(batched(detect, [rec["perturbed"], rec["valid"]], batch))
-    rec["flags"] = np.asarray(rec["flags"], bool)
-    rec["twin"] = batched(twin, [rec["perturbed"], rec["valid"], rec["flags"]], batch)
-    if oracle:
-        rec["twin_oracle"] = batched(twin, [rec["perturbed"], rec["valid"],
-                                            rec["truth"].any(-1)], batch)
+    strides = data.from_arrays(rec["perturbed"], rec["valid"], side=rec["side"],
+                               subject=rec["subject"], joint_names=gg.joint_names)
+    p1 = gg.pass1(strides)
+    rec.update(scores=p1.rms, z=p1.z, flags=np.asarray(p1.flags, bool))
+    groups = trial_groups(rec)
+    n, j = p1.z.shape
+    t = strides.x.shape[1]
+    trial_flags, trial_map = np.zeros((n, j), bool), np.zeros((n, t, j))
+    trial_z, thresholds = np.zeros((n, j)), np.zeros(n)
+    for g in np.unique(groups):
+        sel = groups == g
+        d = calibration.decide(p1.residual[sel], strides.side[sel], gg.calibration)
+        trial_flags[sel], trial_map[sel], trial_z[sel] = d["flagged"], d["map"], d["z"]
+        thresholds[sel] = d["threshold"]
+    rec.update(trial=groups, trial_z=trial_z, trial_flags=trial_flags)
+    twin = lambda flags: gg.twin(strides, np.concatenate([
+        gg.withheld(strides.take([i]), flags[i], trial_map[i], thresholds[i])
+        for i in range(n)])).twin_ntjc
+    rec["twin"] = twin(trial_flags)
+    rec["twin_oracle"] = twin(rec["truth"].any(-1))
     return rec
 
 
-def model_fns(model, cal: dict, *, twin_samples: int = 0) -> tuple[Detector, Twin]:
-    """Pass 1 + calibrated z/flags, and pass 2 (twin, observed unflagged joints kept)."""
-    from gengait_jax import calibration, scoring, twin as twin_lib
-
-    def detect(x, valid):
-        p1 = scoring.score_strides(model, x, valid, num_context=int(cal.get("num_context", 0)))
-        z = calibration.zscores(p1.score_nj, cal)
-        return {"scores": p1.score_nj, "z": z, "flags": calibration.stride_flags(z, cal)}
-
-    def twin(x, valid, flags):
-        return twin_lib.normative_twin(model, x, valid, flags, num_samples=twin_samples).twin_ntjc
-
-    return detect, twin
-
-
-def simulate(test: dict, joint_names: Sequence[str], severities, seed: int) -> dict:
-    """The simulator's perturbed copies of the test strides (7 kinds x severities)."""
-    from tfds_gait import abnormalities
-    return abnormalities.make_evaluation_set(test["angles"], test["side"], joint_names,
-                                             severities=tuple(severities), seed=seed,
-                                             foot_off_pct=test.get("foot_off_pct"))
-
-
-def evaluate_arrays(detect: Detector, twin: Twin, test: dict, train: dict,
-                    joint_names: Sequence[str], *, severities=(0.5, 1.0), seed: int = 0,
-                    batch: int = 64) -> dict:
-    """The whole evaluation from split arrays (angles, valid, subject, side) and the passes."""
-    ref = baselines.fit_reference(train["angles"], train["valid"], train.get("side"),
-                                  train.get("subject"))
-    rec = build_records(test, simulate(test, joint_names, severities, seed))
+def evaluate_strides(gg: GenGait, test: data.Strides, train: data.Strides, *,
+                     severities=(0.5, 1.0), seed: int = 0) -> dict:
+    """The whole evaluation of held-out strides (baselines fitted on `train`)."""
+    ref = baselines.fit_reference(train.x, train.valid, train.side, train.subject)
+    sim = abnormalities.make_evaluation_set(
+        test.x, test.side, gg.joint_names, severities=tuple(severities), seed=seed,
+        foot_off_pct=test.foot_off_pct,
+        groups=np.char.add(np.char.add(test.subject.astype(str), "/"), test.trial.astype(str)))
+    rec = build_records(test, sim)
     logging.info("evaluation set: %d clean + %d perturbed strides of %d subjects",
                  int((rec["kind"] == CLEAN).sum()), int((rec["kind"] != CLEAN).sum()),
                  metrics.n_subjects(rec["subject"]))
     t0 = time.time()
-    rec = run_gengait(rec, detect, twin, batch=batch)
-    logging.info("pass 1 + flags + pass 2 (twin and oracle twin): %.1f s", time.time() - t0)
+    rec = run_gengait(gg, rec)
+    logging.info("pass 1, trial decisions and pass 2 (twin and oracle twin): %.1f s",
+                 time.time() - t0)
     out = compute(rec, ref, seed=seed)
     out["reference"] = {"n_strides": ref.n_strides, "n_subjects": ref.n_subjects,
                         "sides": sorted(ref.mean_tjc)}
     return out
 
 
-def split_arrays(name: str, split: str, data_dir: str) -> dict:
-    """A TFDS split as arrays: angles [S,T,J,C], valid [S,T,J], subject, side (str) and
-    foot_off_pct (NaN where unknown) [S]."""
-    import tensorflow_datasets as tfds
-    import tfds_gait  # noqa: F401  (registers gait_cycles)
-    src = tfds.data_source(name, split=split, data_dir=data_dir)
-    rows = [src[i] for i in range(len(src))]
-    if not rows:
-        raise ValueError(f"split {split!r} of {name} is empty")
-    dec = lambda v: v.decode() if isinstance(v, bytes) else v
-    out = {k: np.stack([np.asarray(r[k]) for r in rows]) for k in ("angles", "valid")}
-    out.update({k: np.array([str(dec(r[k])) for r in rows]) for k in ("subject", "side")})
-    out["foot_off_pct"] = np.array([float(r.get("foot_off_pct", np.nan)) for r in rows])
-    return out
-
-
 def evaluate(workdir: str, *, data_name: str | None = None, data_dir: str | None = None,
              split: str = "test", severities=(0.5, 1.0), seed: int = 0) -> dict:
     """Restores model + calibration of `workdir` and evaluates on `split` of its dataset."""
-    from gengait_jax import calibration, train as train_lib
-    model, cfg, meta = train_lib.restore_model(workdir)
-    cal = calibration.load(workdir)
-    if not isinstance(cal, dict) or "joint_names" not in cal:
-        raise ValueError(f"{workdir}/calibration.json holds no calibration: calibrate again")
+    gg = GenGait.from_workdir(workdir)
+    cfg = gg.cfg
     name, ddir = data_name or cfg.data.name, data_dir or cfg.data.data_dir
-    test, train = split_arrays(name, split, ddir), split_arrays(name, cfg.data.train_split, ddir)
-    detect, twin = model_fns(model, cal)
-    out = evaluate_arrays(detect, twin, test, train, meta["joint_names"],
-                          severities=severities, seed=seed)
+    modality = cfg.data.get("modality", "angles")
+    test = data.load_split(name, split, ddir, modality)
+    train = data.load_split(name, cfg.data.train_split, ddir, modality)
+    out = evaluate_strides(gg, test, train, severities=severities, seed=seed)
     out["setting"] = {"data_name": name, "data_dir": str(ddir), "split": split,
-                      "workdir": str(workdir), "model_id": meta.get("model_id"),
-                      "step": meta.get("step"), "calibration_id": cal.get("id"),
+                      "workdir": str(workdir), "model_id": gg.meta.get("model_id"),
+                      "step": gg.meta.get("step"), "calibration_id": gg.calibration.get("id"),
                       "severities": list(severities), "seed": seed,
-                      "n_test_strides": len(test["angles"]),
-                      "n_test_subjects": metrics.n_subjects(test["subject"]),
+                      "n_test_strides": len(test),
+                      "n_test_subjects": metrics.n_subjects(test.subject),
+                      "test_cohorts": sorted(set(test.cohort.tolist())),
                       "reference": f"{cfg.data.train_split} split",
                       "envelope_rule": f"> {baselines.ENVELOPE_MAX_OUTSIDE:.0%} of the cycle "
                                        f"outside mean +/- {baselines.ENVELOPE_K_SD:g} SD",
@@ -299,32 +306,14 @@ def evaluate(workdir: str, *, data_name: str | None = None, data_dir: str | None
     return out
 
 
-def jsonable(x: Any) -> Any:
-    """Nested dict with numpy scalars as Python numbers and NaN/inf as None (strict JSON)."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in (x.tolist() if isinstance(x, np.ndarray) else x)]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    return x
-
-
 def write_outputs(ev: dict, out_dir: str) -> dict[str, Any]:
-    """Writes evaluation.json (strict JSON), evaluation.md and the PNG plots into `out_dir`."""
-    import json
-    import os
-
-    from gengait_jax import evaluation_report
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {"json": os.path.join(out_dir, "evaluation.json"),
-             "markdown": os.path.join(out_dir, "evaluation.md")}
-    with open(paths["json"], "w") as f:
-        json.dump(jsonable(ev), f, indent=1, allow_nan=False)
-    clean = json.loads(json.dumps(jsonable(ev)))
-    with open(paths["markdown"], "w") as f:
-        f.write(evaluation_report.markdown(clean))
-    paths["plots"] = evaluation_report.plots(clean, out_dir)
+    """Writes evaluation.json (strict JSON), evaluation.md and the PNG plots into `out_dir`
+    (local or gs://)."""
+    out = epath.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean = jsonable(ev)
+    paths = {"json": str(write_json(out / "evaluation.json", clean)),
+             "markdown": str(out / "evaluation.md")}
+    (out / "evaluation.md").write_text(evaluation_report.markdown(clean))
+    paths["plots"] = evaluation_report.plots(clean, out)
     return paths

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Any
 
-import numpy as np
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
 
 ALL = "all abnormalities"
 
@@ -126,12 +131,8 @@ def markdown(ev: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plots(ev: dict, out_dir: str) -> list[str]:
+def plots(ev: dict, out_dir: epath.Path) -> list[str]:
     """Bar charts per abnormality: deviation before/after and top-1 accuracy; returns paths."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = _groups(ev)
     names = list(groups)
     x = np.arange(len(names))
@@ -160,8 +161,10 @@ def plots(ev: dict, out_dir: str) -> list[str]:
         ax.set_title(f"{labels[key]} (n = {ev['n_strides']} strides, "
                      f"{ev['n_subjects']} subjects)", fontsize=9)
         fig.tight_layout()
-        path = os.path.join(out_dir, f"evaluation_{key}.png")
-        fig.savefig(path, dpi=110)
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=110, format="png")
         plt.close(fig)
-        paths.append(path)
+        path = epath.Path(out_dir) / f"evaluation_{key}.png"
+        path.write_bytes(buf.getvalue())
+        paths.append(str(path))
     return paths

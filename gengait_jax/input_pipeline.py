@@ -1,4 +1,5 @@
-"""Batches of strides from any random-access source (a `tfds.data_source`, a list of dicts).
+"""Batches of strides (`data.Strides`, in memory: a gait cohort of thousands of strides is
+tens of MB).
 
 Training batches come from grain: one global stream of source indices, a fresh seeded
 permutation of the whole source every epoch (numpy, cached per epoch; grain's own
@@ -15,24 +16,19 @@ checkpointed with the model) restores it exactly.
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import grain
 import jax
 import numpy as np
 
-
-def _is_left(item: dict) -> bool:
-    """Whether a stride is a left one (its `side` field; False where there is none)."""
-    side = item.get("side", b"")
-    return (side.decode() if isinstance(side, bytes) else str(side)) == "L"
+from gengait_jax.data import Strides
 
 
-def stack(items: Sequence[dict]) -> dict[str, np.ndarray]:
-    """The numeric fields of items, stacked (strings do not batch; `side` -> `left`)."""
-    return {"angles": np.stack([np.asarray(it["angles"], np.float32) for it in items]),
-            "valid": np.stack([np.asarray(it["valid"], bool) for it in items]),
-            "left": np.array([_is_left(it) for it in items])}
+def batch_of(strides: Strides, index) -> dict[str, np.ndarray]:
+    """The model's batch of the strides at `index`: values (0 where invalid), valid, left."""
+    return {"angles": np.nan_to_num(strides.x[index]), "valid": strides.valid[index],
+            "left": strides.left[index]}
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,12 +43,12 @@ def _source_index(position: int, _, *, n: int, seed: int) -> int:
     return int(_permutation(n, seed, epoch)[i])
 
 
-def _read_batch(indices: np.ndarray, *, source: Sequence[dict]) -> dict[str, np.ndarray]:
-    """The batch of source items at `indices`."""
-    return stack([source[int(i)] for i in indices])
+def _read_batch(indices: np.ndarray, *, strides: Strides) -> dict[str, np.ndarray]:
+    """The batch of strides at `indices`."""
+    return batch_of(strides, np.asarray(indices, int))
 
 
-def train_iterator(source: Sequence[dict], global_batch_size: int, *, seed: int,
+def train_iterator(strides: Strides, global_batch_size: int, *, seed: int,
                    process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
     """Infinite shuffled batches of this process' shard: angles [b, T, J, C], valid [b, T, J]."""
     pi = jax.process_index() if process_index is None else process_index
@@ -61,34 +57,20 @@ def train_iterator(source: Sequence[dict], global_batch_size: int, *, seed: int,
         raise ValueError(f"global batch {global_batch_size} is not divisible by {pc} processes")
     if not 0 <= pi < pc:
         raise ValueError(f"process_index {pi} is outside 0..{pc - 1}")
-    n = len(source)
+    n = len(strides)
     if n == 0:
         raise ValueError("the training split is empty")
     order = grain.MapDataset.range(n).repeat().map_with_index(
         functools.partial(_source_index, n=n, seed=seed))
     ds = order.batch(global_batch_size // pc, drop_remainder=True)[pi::pc]
-    return iter(ds.map(functools.partial(_read_batch, source=source)).to_iter_dataset())
+    return iter(ds.map(functools.partial(_read_batch, strides=strides)).to_iter_dataset())
 
 
-def eval_batches(source: Sequence[dict], batch_size: int) -> Iterator[dict]:
-    """The whole source once, in order, in batches padded to batch_size with a `mask` [B]."""
-    n = len(source)
+def eval_batches(strides: Strides, batch_size: int) -> Iterator[dict]:
+    """Every stride once, in order, in batches padded to batch_size with a `mask` [B]."""
+    n = len(strides)
     for start in range(0, n, batch_size):
-        rows = [source[i] for i in range(start, min(n, start + batch_size))]
-        out = stack(rows + [rows[0]] * (batch_size - len(rows)))
-        out["mask"] = np.arange(batch_size) < len(rows)
+        idx = np.arange(start, min(n, start + batch_size))
+        out = batch_of(strides, np.concatenate([idx, np.full(batch_size - len(idx), idx[0])]))
+        out["mask"] = np.arange(batch_size) < len(idx)
         yield out
-
-
-def to_arrays(source: Sequence[dict]) -> dict[str, np.ndarray]:
-    """Stacks a small source: every field as one array (text fields decoded to str)."""
-    items = [source[i] for i in range(len(source))]
-    if not items:
-        raise ValueError("empty source")
-    out = {}
-    for k in items[0]:
-        vals = [it[k] for it in items]
-        if isinstance(vals[0], bytes):
-            vals = [v.decode() for v in vals]
-        out[k] = np.stack(vals) if isinstance(vals[0], np.ndarray) else np.asarray(vals)
-    return out

@@ -74,6 +74,15 @@ class GenGaitMAE(nnx.Module):
         # Occlusion group of each joint (masking.occlusion_masks): joints that are one signal.
         self.group_j = Stat(jnp.arange(num_joints, dtype=jnp.int32))
         self.curve_stjc = Stat(jnp.zeros((2, num_frames, num_joints, num_channels), jnp.float32))
+        # The linear body prior (`prior`): per joint, a ridge map from the patch means of the
+        # visible tokens of the other occlusion groups to the joint's tokens; zeros = none.
+        self.num_channels = num_channels
+        feat, out = num_joints * self.num_patches * num_channels, self.num_patches * token_dim
+        self.linear_prior = bool(cfg.get("linear_prior", False))
+        self.prior_w = Stat(jnp.zeros((num_joints, feat, out) if self.linear_prior
+                                      else (num_joints, 1, 1), jnp.float32))
+        self.prior_b = Stat(jnp.zeros((num_joints, out) if self.linear_prior
+                                      else (num_joints, 1), jnp.float32))
         self.embed = nnx.Linear(token_dim, cfg.width, dtype=dtype, rngs=rngs)
         self.joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.width)))
         self.time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.width)))
@@ -87,6 +96,17 @@ class GenGaitMAE(nnx.Module):
                               rngs)
         self.dec_norm = nnx.LayerNorm(cfg.dec_width, dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(cfg.dec_width, token_dim, dtype=dtype, rngs=rngs)
+
+    def set_references(self, refs) -> None:
+        """Stores a `data.References`: stats, mean curves (if any), occlusion groups and the
+        linear prior (if the model has one)."""
+        self.set_stats(refs.mean_jc, refs.std_jc)
+        if refs.curves_stjc is not None:
+            self.set_curves(refs.curves_stjc)
+        self.set_groups(refs.groups_j)
+        if self.linear_prior:
+            self.prior_w[...] = jnp.asarray(refs.prior_w, jnp.float32)
+            self.prior_b[...] = jnp.asarray(refs.prior_b, jnp.float32)
 
     def set_stats(self, mean_jc: jax.Array, std_jc: jax.Array) -> None:
         """Stores the normalization statistics of the training split."""
@@ -159,11 +179,34 @@ class GenGaitMAE(nnx.Module):
             y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)
 
+    def prior(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
+        """The linear body prior of every FULLY hidden joint [B, N, patch * C] (0 elsewhere):
+        a ridge prediction (fitted on the training strides, `data.references`) from the patch
+        means of the visible tokens of the other occlusion groups; hidden or invalid tokens
+        count as the mean (0)."""
+        if not self.linear_prior:
+            return jnp.zeros_like(tokens_bnd)
+        b, n, d = tokens_bnd.shape
+        j, p, c = self.num_joints, self.num_patches, self.num_channels
+        vis = visible_bn.reshape(b, j, p)
+        f = jnp.where(vis[..., None], tokens_bnd.reshape(b, j, p, self.patch, c).mean(3), 0.0)
+        hidden_bj = ~vis.any(-1)
+        keep_bjk = ~masking.same_group(self.group_j[...], j)[None] & ~hidden_bj[:, None, :]
+        feats = (f[:, None] * keep_bjk[..., None, None]).reshape(b, j, -1)
+        pred = jnp.einsum("bjf,jfo->bjo", feats, self.prior_w[...]) + self.prior_b[...]
+        pred = jnp.where(hidden_bj[..., None], pred, 0.0)
+        return pred.reshape(b, n, d)
+
     def __call__(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int,
                  query_idx: jax.Array | None = None) -> jax.Array:
-        """Predicts all tokens [B, N, patch * C] (normalized), or rows query_idx [B, Q]."""
+        """Predicts all tokens [B, N, patch * C] (normalized), or rows query_idx [B, Q]: the
+        decoder's output plus the linear prior of fully hidden joints."""
         latents, keep_valid, restore = self.encode(tokens_bnd, visible_bn, num_keep)
-        return self.decode(latents, keep_valid, restore, query_idx)
+        out = self.decode(latents, keep_valid, restore, query_idx)
+        prior = self.prior(tokens_bnd, visible_bn)
+        if query_idx is not None:
+            prior = jnp.take_along_axis(prior, query_idx[..., None], axis=1)
+        return out + prior.astype(out.dtype)
 
     def untokens_joint(self, tokens_bpd: jax.Array, ref_btjc: jax.Array, j) -> jax.Array:
         """Joint j's tokens [B, T/patch, patch * C] -> its curve in physical units [B, T, C]."""

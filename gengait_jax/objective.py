@@ -51,6 +51,18 @@ def prepare(model: GenGaitMAE, batch: dict) -> tuple[jax.Array, jax.Array]:
     return jnp.where(valid_bn[..., None], tokens_bnd, 0.0), valid_bn
 
 
+def offset_augment(tokens_bnd: jax.Array, key: jax.Array, sd: float, num_joints: int,
+                   patch: int) -> jax.Array:
+    """Adds one random constant per (stride, joint, channel) to its tokens (normalized
+    units): people and labs differ by offsets that no other joint predicts, so the model
+    learns to read the body's shape, not its offsets."""
+    b, n, d = tokens_bnd.shape
+    c = d // patch
+    off = sd * jax.random.normal(key, (b, num_joints, 1, 1, c))
+    t = tokens_bnd.reshape(b, num_joints, n // num_joints, patch, c) + off
+    return t.reshape(b, n, d)
+
+
 def random_visible(keys: jax.Array, valid_bn: jax.Array, cfg: ml_collections.ConfigDict,
                    model: GenGaitMAE, num_keep: int) -> jax.Array:
     """Random-token (+ optional time block) masks, one key per row: [B, N] visible."""
@@ -87,6 +99,10 @@ def mixture_loss(model: GenGaitMAE, batch: dict, key: jax.Array,
         batch = augment.augment(batch, k_aug, cfg, mirror_perm)
     tokens, valid = prepare(model, batch)
     n = tokens.shape[1]
+    if cfg.augment.get("offset_sd", 0.0) > 0:
+        key, k_off = jax.random.split(key)
+        tokens = jnp.where(valid[..., None], offset_augment(
+            tokens, k_off, cfg.augment.offset_sd, model.num_joints, model.patch), 0.0)
     keys = jax.random.split(key, tokens.shape[0])
     period, n_joint = group_pattern(cfg.mask.joint_fraction)
     (tok_r, tok_j), (val_r, val_j), (key_r, key_j) = (

@@ -1,4 +1,4 @@
-"""Detection outputs: report.png (curves vs twin vs normative band, z bar chart), scores.json, CSV.
+"""Detection outputs: report.png (curves vs twin vs normative band, z bar chart) and twin.csv.
 
 The figure reads like a clinical gait report: one row per joint, one column per channel (plane),
 x = % of the gait cycle. Each joint is drawn on the strides of its own side when the stride sides
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import warnings
 from typing import Iterator, Sequence
 
@@ -22,16 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tfds_gait import joints as joints_lib  # noqa: E402
+from tfds_gait import normative  # noqa: E402
 
 RED, BLUE, ORANGE, GREY = "#c62828", "#1f5fa8", "#ef6c00", "#9e9e9e"
-
-
-def pretty(name: str) -> str:
-    """'RKnee' -> 'right knee' (the name itself when it has no side prefix)."""
-    try:
-        return joints_lib.pretty(name)
-    except KeyError:
-        return name
 
 
 def _strides_for(joint: str, sides) -> tuple[np.ndarray | None, str]:
@@ -107,7 +99,7 @@ def _bars(ax, names, z, flagged, threshold: float, k: int):
     top = max(threshold, float(np.nanmax(zz, initial=0.0))) * 1.15 + 0.3
     ax.set_ylim(min(-1.0, float(np.nanmin(zz, initial=0.0)) * 1.1), top)
     ax.set_xlim(-0.6, len(names) - 0.4)
-    ax.set_xticks(pos, [pretty(n).replace(" ", "\n", 1) for n in names], fontsize=8)
+    ax.set_xticks(pos, [joints_lib.pretty(n).replace(" ", "\n", 1) for n in names], fontsize=8)
     ax.set_ylabel("z (median over strides)\n< 0: closer than usual", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(axis="y", alpha=0.3)
@@ -144,7 +136,7 @@ def plot_report(path: str, *, joint_names: Sequence[str], channel_names: Sequenc
             ax = fig.add_subplot(grid[jj, cc])
             _panel(ax, pct, x[sel][:, :, jj], tw[sel][:, :, jj], sd[sel][:, :, jj], norm, cc,
                    show_twin=flagged[jj] or show_all_twins)
-            head = f"{pretty(name)} — {status}" if cc == 0 else ""
+            head = f"{joints_lib.pretty(name)} — {status}" if cc == 0 else ""
             _style(ax, f"{head}\n{channel_names[cc]} ({units}{on})" if head else
                    f"\n{channel_names[cc]} ({units})", flagged[jj], scored[jj])
             if jj == j - 1:
@@ -161,23 +153,30 @@ def plot_report(path: str, *, joint_names: Sequence[str], channel_names: Sequenc
     return path
 
 
-def write_json(path: str, obj: dict) -> str:
-    """Strict JSON (NaN/inf -> null)."""
-    def clean(v):
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple, np.ndarray)):
-            return [clean(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)]
-        if isinstance(v, (np.bool_, bool)):
-            return bool(v)
-        if isinstance(v, np.integer):
-            return int(v)
-        if isinstance(v, (float, np.floating)):
-            return float(v) if np.isfinite(v) else None
-        return v
-    with open(path, "w") as f:
-        json.dump(clean(obj), f, indent=1, allow_nan=False)
-    return path
+def normative_curves(meta: dict, cal: dict | None) -> tuple[dict, str]:
+    """Stride side -> (mean, sd) [T, J, C] of the report's grey band, and where it comes from.
+
+    Published norms (tfds_gait.normative, per the joint's own cycle) when they exist for the
+    joints: for a stride of side S the other side's joints are half a cycle later (rolled by
+    T/2). Else the calibration's healthy reference curves, else the flat training mean/SD."""
+    names, t = list(meta["joint_names"]), int(meta["num_frames"])
+    mean = sd = None
+    if meta.get("modality", "angles") == "angles":
+        mean, sd = (np.asarray(a, float) for a in normative.normative_band(names, num_points=t))
+    if mean is not None and np.isfinite(mean).any():
+        out = {"*": (mean, sd)}
+        for side in ("L", "R"):
+            other = np.array([n[:1] not in (side, "") for n in names])
+            roll = lambda a: np.where(other[None, :, None], np.roll(a, t // 2, axis=0), a)
+            out[side] = (roll(mean), roll(sd))
+        return out, "published normative data (Schwartz 2008)"
+    ref = (cal or {}).get("reference") or {}
+    if ref:
+        return ({k: (np.asarray(v["mean"]), np.asarray(v["sd"])) for k, v in ref.items()},
+                f"healthy calibration strides ({ref.get('*', {}).get('n_strides', '?')})")
+    m, s = (np.asarray(meta["stats"][k], float) for k in ("mean", "std"))
+    return {"*": (np.broadcast_to(m, (t,) + m.shape), np.broadcast_to(s, (t,) + s.shape))}, \
+        "training mean/SD (not per gait phase)"
 
 
 def write_twin_csv(path: str, *, joint_names, channel_names, x_ntjc, twin_ntjc, sd_ntjc,

@@ -1,13 +1,12 @@
 """Pass 1, localization: every joint hidden in turn and reconstructed from the rest of the body.
 
 For B strides and J joints, the J whole-joint occlusion masks (optionally crossed with M random
-context maskings) are scored in ONE compiled program: `jax.jit` of a `jax.vmap` over the mask
-axis, the strides being the model's batch axis. A joint's inconsistency is the deviation of its
-reconstruction from its observed trajectory, in the input's physical units (degrees for angles):
-RMS over the valid frames per channel, RMS over valid frames and channels (the joint score), and
-the RMS over channels per time point (the joint x gait-phase map).
+context maskings) are run in ONE compiled program: `jax.jit` of a `jax.vmap` over the mask axis,
+the strides being the model's batch axis. The result is each joint's reconstruction with that
+joint hidden, in the input's physical units (degrees for angles, mm for positions); the
+residual (observed - reconstruction) is what `calibration` turns into z-scores and flags.
 
-A joint is "not scored" (score NaN, reported null, never normal) when fewer than
+A joint is "not scored" (residual NaN, reported null, never normal) when fewer than
 MIN_VALID_FRACTION of its frames are valid, or fewer than MIN_CONTEXT_FRACTION of the other
 joints' tokens are valid (too little body left to reconstruct it from).
 """
@@ -16,13 +15,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gengait_jax import masking
+from gengait_jax import data, masking
 from gengait_jax.model import GenGaitMAE
 
 MIN_VALID_FRACTION = 0.5
@@ -40,14 +40,19 @@ def trace_count(name: str = "pass1") -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Pass1:
-    """Per-stride pass-1 results (numpy), N strides; NaN where not scored or invalid."""
+    """Per-stride pass-1 results (numpy), N strides."""
 
-    recon_ntjc: np.ndarray    # joint j reconstructed with joint j hidden
-    rms_njc: np.ndarray       # RMS error over valid frames, per channel
-    score_nj: np.ndarray      # RMS over valid frames and channels (NaN: not scored)
-    map_ntj: np.ndarray       # RMS over channels per time point (NaN: invalid frame)
+    recon_ntjc: np.ndarray     # joint j reconstructed with joint j hidden
+    residual_ntjc: np.ndarray  # observed - recon; NaN on invalid frames and joints not scored
     valid_frac_nj: np.ndarray  # share of valid frames of each joint
-    scored_nj: np.ndarray     # bool: enough valid data and context
+    scored_nj: np.ndarray      # bool: enough valid data and context
+
+    @property
+    def rms_nj(self) -> np.ndarray:
+        """RMS residual over valid frames and channels (NaN: not scored), physical units."""
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.sqrt(np.nanmean(self.residual_ntjc ** 2, axis=(1, 3)))
 
 
 def context_keep(key: jax.Array, valid_bn: jax.Array, num_context: int,
@@ -111,32 +116,23 @@ def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
     return jnp.moveaxis(jnp.diagonal(recon, axis1=0, axis2=3), -1, 2)  # mask j -> joint j
 
 
-def error_stats(recon_btjc: jax.Array, x_btjc: jax.Array, valid_btj: jax.Array,
-                patch: int) -> dict:
-    """RMS per channel, joint score, phase map, valid share, scored flag (jnp, any units)."""
-    b, t, j, c = x_btjc.shape
-    w = valid_btj[..., None]
-    sq = jnp.where(w, jnp.square(recon_btjc - jnp.nan_to_num(x_btjc)), 0.0)
-    n_bj = valid_btj.sum(1).astype(jnp.float32)
-    rms_bjc = jnp.sqrt(sq.sum(1) / jnp.maximum(n_bj, 1.0)[..., None])
-    score_bj = jnp.sqrt(sq.sum((1, 3)) / jnp.maximum(n_bj * c, 1.0))
-    map_btj = jnp.where(valid_btj, jnp.sqrt(sq.mean(-1)), jnp.nan)
+def scored(valid_btj: jax.Array, patch: int) -> dict:
+    """Share of valid frames [B, J] and whether each joint can be scored [B, J]."""
+    b, t, j = valid_btj.shape
     tok_bjp = masking.token_valid(valid_btj, patch).reshape(b, j, -1)
     per_joint = tok_bjp.sum(-1)
     context = (per_joint.sum(-1, keepdims=True) - per_joint) / ((j - 1) * tok_bjp.shape[-1])
-    frac_bj = n_bj / t
-    scored = (frac_bj >= MIN_VALID_FRACTION) & (context >= MIN_CONTEXT_FRACTION)
-    nan = lambda a, s: jnp.where(s, a, jnp.nan)
-    return dict(rms_njc=nan(rms_bjc, scored[..., None]), score_nj=nan(score_bj, scored),
-                map_ntj=map_btj, valid_frac_nj=frac_bj, scored_nj=scored)
+    frac_bj = valid_btj.sum(1).astype(jnp.float32) / t
+    return {"valid_frac_nj": frac_bj,
+            "scored_nj": (frac_bj >= MIN_VALID_FRACTION) & (context >= MIN_CONTEXT_FRACTION)}
 
 
 def _pass1(graphdef, state, x_btjc, valid_btj, key, num_context: int) -> dict:
-    """The traced program: occlusion reconstructions and their error statistics."""
+    """The traced program: occlusion reconstructions and which joints are scored."""
     _TRACES["pass1"] += 1
     model = nnx.merge(graphdef, state)
     recon = occlusion_recon(model, x_btjc, valid_btj, key, num_context)
-    return dict(recon_ntjc=recon, **error_stats(recon, x_btjc, valid_btj, model.patch))
+    return dict(recon_ntjc=recon, **scored(valid_btj, model.patch))
 
 
 _PASS1 = jax.jit(_pass1, static_argnums=(0, 5))
@@ -153,12 +149,10 @@ def bucket(n: int, cap: int = BUCKETS[-1]) -> int:
 
 
 def prepare(x_ntjc, valid_ntj=None) -> tuple[np.ndarray, np.ndarray]:
-    """float32 angles and validity; non-finite values are invalid."""
+    """float32 values (NaN where invalid) and validity; non-finite values are invalid."""
     x = np.asarray(x_ntjc, np.float32)
-    valid = np.isfinite(x).all(-1)
-    if valid_ntj is not None:
-        valid &= np.asarray(valid_ntj, bool)
-    return np.where(valid[..., None], x, np.nan).astype(np.float32), valid
+    valid = np.isfinite(x).all(-1) & (True if valid_ntj is None else np.asarray(valid_ntj, bool))
+    return data.mask(x, valid), valid
 
 
 def score_strides(model: GenGaitMAE, x_ntjc, valid_ntj=None, *, num_context: int = 0,
@@ -176,4 +170,6 @@ def score_strides(model: GenGaitMAE, x_ntjc, valid_ntj=None, *, num_context: int
         key = jax.random.fold_in(jax.random.key(seed), start)
         out = jax.device_get(_PASS1(graphdef, state, xs, vs, key, num_context))
         parts.append({k: np.asarray(v)[:size - pad] for k, v in out.items()})
-    return Pass1(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    ok = valid[..., None] & out["scored_nj"][:, None, :, None]
+    return Pass1(residual_ntjc=np.where(ok, x - out["recon_ntjc"], np.nan), **out)

@@ -1,9 +1,10 @@
-"""Training and evaluation: compiled sharded steps, the loop, checkpoints, metrics.
+"""Training: compiled sharded steps, the loop, checkpoints, metrics; the K fold models.
 
-`train_and_evaluate(cfg, workdir)` trains (resuming from the newest checkpoint in
-`workdir/checkpoints`), and `restore_model(workdir)` gives the trained model for inference.
-The same code runs on 1 CPU, 1 GPU or a multi-host TPU slice (after
-`jax.distributed.initialize()`): every host feeds its shard of the global batch.
+`train_and_evaluate(cfg, workdir)` trains one model (resuming from the newest checkpoint in
+`workdir/checkpoints`); `train_folds` trains the K subject-disjoint fold models of the
+out-of-fold calibration in `workdir/folds/<k>`. The same code runs on 1 CPU, 1 GPU or a
+multi-host TPU slice (after `jax.distributed.initialize()`): every host feeds its shard of the
+global batch. Inference restores models with `checkpointing.restore_model` (never this module).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import json
 import signal
 import threading
 import time
-import warnings
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,38 +23,30 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import tensorflow_datasets as tfds
 from absl import logging
-from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from gengait_jax import augment, checkpointing, model as model_lib, objective, train_state
+from gengait_jax import augment, calibrate, checkpointing, data as data_lib, input_pipeline
+from gengait_jax import objective, train_state
 from gengait_jax.train_log import MetricsWriter, log_compiled
+from gengait_jax.workdir import Workdir
 
 
 @dataclasses.dataclass(frozen=True)
-class GaitData:
-    """What training needs from a dataset: random-access splits and train-split stats."""
+class TrainData:
+    """What training needs: the training strides, the held-out ones (or none) and the
+    references computed from the training strides."""
     name: str
-    train: Sequence[dict]
-    validation: Sequence[dict]
-    mean_jc: np.ndarray
-    std_jc: np.ndarray
-    joint_names: tuple[str, ...]
-    curves_stjc: np.ndarray | None = None  # mean curves of left and right train strides
-    groups_j: np.ndarray | None = None  # occlusion group per joint (None: one per joint)
-
-    def shape(self) -> dict:
-        """num_frames / num_joints / num_channels of one stride."""
-        t, j, c = np.shape(self.train[0]["angles"])
-        return dict(num_frames=int(t), num_joints=int(j), num_channels=int(c))
+    train: data_lib.Strides
+    validation: data_lib.Strides | None
+    refs: data_lib.References
 
 
 def prepare_data(cfg: ml_collections.ConfigDict) -> None:
     """Builds the TFDS dataset if it is not there yet (process 0 first, then the others)."""
-    import tensorflow_datasets as tfds
-    import tfds_gait  # noqa: F401  (registers gait_cycles)
     dl = tfds.download.DownloadConfig(manual_dir=cfg.data.manual_dir or None)
     build = lambda: tfds.builder(cfg.data.name, data_dir=cfg.data.data_dir).download_and_prepare(
         download_config=dl)
@@ -66,58 +58,37 @@ def prepare_data(cfg: ml_collections.ConfigDict) -> None:
             build()  # a no-op where data_dir is shared; a local copy on per-host disks
 
 
-def occlusion_groups(x_stjc: np.ndarray, rtol: float = 1e-4) -> np.ndarray:
-    """[J] group ids: joints whose every channel is the same signal up to sign on all strides
-    (NaN = invalid) share a group, e.g. Plug-in-Gait's LPelvis and RPelvis."""
-    j = x_stjc.shape[2]
-    group = np.arange(j)
-    scale = np.nanstd(x_stjc, axis=(0, 1)) + 1e-6  # [J, C]
-    for a in range(j):
-        for b in range(a + 1, j):
-            both = np.isfinite(x_stjc[:, :, a]).all(-1) & np.isfinite(x_stjc[:, :, b]).all(-1)
-            if group[b] != b or not both.any():
-                continue
-            xa, xb = x_stjc[:, :, a][both], x_stjc[:, :, b][both]  # [n, C]
-            tol = rtol * np.maximum(scale[a], scale[b])
-            tied = (np.abs(xa - xb).max(0) <= tol) | (np.abs(xa + xb).max(0) <= tol)
-            if tied.all():
-                group[b] = group[a]
-    return group.astype(np.int32)
+def make_data(cfg, train: data_lib.Strides, validation: data_lib.Strides | None) -> TrainData:
+    """TrainData of given strides in the model's layout (references from the training ones)."""
+    if cfg.model.get("layout", "stride") == "own_phase":
+        train = data_lib.own_phase(train)
+        validation = None if validation is None else data_lib.own_phase(validation)
+    prior = cfg.model.get("prior_lambda") if cfg.model.get("linear_prior") else None
+    return TrainData(cfg.data.name, train, validation,
+                     data_lib.references(train, bool(cfg.model.get("mean_curve_residual")),
+                                         cfg.model.patch, prior))
 
 
-def mean_curves(x_stjc: np.ndarray, left_s: np.ndarray) -> np.ndarray:
-    """[2, T, J, C] mean over finite values of the left, then right strides (a side without
-    strides takes the mean of all strides; NaN where no stride has a value, which
-    `GenGaitMAE.set_curves` turns into the joint's mean)."""
-    out = []
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for keep in (left_s, ~left_s):
-            out.append(np.nanmean(x_stjc[keep] if keep.any() else x_stjc, axis=0))
-    return np.stack(out).astype(np.float32)
+def load_data(cfg: ml_collections.ConfigDict) -> TrainData:
+    """The config's training split (and validation split, if it names one) as Strides."""
+    load = lambda split: data_lib.load_split(cfg.data.name, split, cfg.data.data_dir)
+    return make_data(cfg, load(cfg.data.train_split),
+                     load(cfg.data.val_split) if cfg.data.val_split else None)
 
 
-def train_references(source: Sequence[dict], with_curves: bool) -> dict:
-    """What the model takes from the train split besides the stats: occlusion groups [J] and
-    (if asked) the mean curves [2, T, J, C]."""
-    from gengait_jax import input_pipeline
-    rows = input_pipeline.stack([source[i] for i in range(len(source))])
-    x = np.where(rows["valid"][..., None], rows["angles"], np.nan)
-    return {"groups_j": occlusion_groups(x),
-            "curves_stjc": mean_curves(x, rows["left"]) if with_curves else None}
+def fold_data(cfg, strides: data_lib.Strides, k: int) -> list[TrainData]:
+    """The K folds of `strides`: fold i trains on the other folds and holds out fold i."""
+    fold = data_lib.folds(strides, k)
+    return [make_data(cfg, strides.take(fold != i), strides.take(fold == i)) for i in range(k)]
 
 
-def load_data(cfg: ml_collections.ConfigDict) -> GaitData:
-    """Opens the prepared TFDS splits (array_record, no TensorFlow) and the train stats."""
-    import tensorflow_datasets as tfds
-    import tfds_gait.stats
-    src = lambda split: tfds.data_source(cfg.data.name, split=split, data_dir=cfg.data.data_dir)
-    stats = tfds_gait.stats.load_stats(cfg.data.name, cfg.data.data_dir)
-    train = src(cfg.data.train_split)
-    refs = train_references(train, bool(cfg.model.get("mean_curve_residual")))
-    return GaitData(cfg.data.name, train, src(cfg.data.val_split),
-                    np.asarray(stats["mean"]), np.asarray(stats["std"]),
-                    tuple(stats["joint_names"]), refs["curves_stjc"], refs["groups_j"])
+def _stride_layout(cfg, strides: data_lib.Strides) -> data_lib.Strides:
+    """TrainData strides back in the strides' own layout (what the folds and calibration use)."""
+    if cfg.model.get("layout", "stride") != "own_phase":
+        return strides
+    return dataclasses.replace(strides, **{k: data_lib.to_own_phase(
+        getattr(strides, k), strides.side, strides.joint_names, inverse=True)
+        for k in ("x", "valid")})
 
 
 def _flops(compiled) -> float:
@@ -198,9 +169,10 @@ def _global_batch(local: dict, sharding: NamedSharding, global_rows: int | None)
     return out
 
 
-def evaluate(eval_step, state, data: GaitData, cfg, mesh) -> dict:
+def evaluate(eval_step, state, data: TrainData, cfg, mesh) -> dict:
     """Validation losses (mean MSE over hidden valid tokens) per mask type + the mixture."""
-    from gengait_jax import input_pipeline
+    if data.validation is None or not len(data.validation):
+        return {}
     sums: dict[str, list[float]] = {}
     sh, rng = train_state.batch_sharding(mesh), jax.random.key(cfg.seed + 1)
     for batch in input_pipeline.eval_batches(data.validation, cfg.eval_batch_size):
@@ -215,37 +187,44 @@ def evaluate(eval_step, state, data: GaitData, cfg, mesh) -> dict:
     return res
 
 
-def _check_resumable(workdir: epath.Path, cfg, meta: dict) -> None:
+def _check_resumable(workdir: Workdir, cfg, meta: dict) -> None:
     """Refuses to resume a workdir whose model/data differ (shapes would not match)."""
-    ckpt = workdir / "checkpoints"
-    if not (workdir / "config.json").exists() or not ckpt.exists() or not any(ckpt.iterdir()):
+    if not workdir.has_checkpoint():
         return
-    old = json.loads((workdir / "config.json").read_text())
+    old = json.loads(workdir.file("config.json").read_text())
     new = json.loads(cfg.to_json_best_effort())
     diff = [k for k in ("model",) if old.get(k) != new.get(k)]
     if old.get("data", {}).get("name") != cfg.data.name:
         diff.append("data.name")
-    old_meta = json.loads((workdir / "model_meta.json").read_text())
-    if old_meta.get("joint_names") != meta["joint_names"]:
+    if workdir.meta().get("joint_names") != meta["joint_names"]:
         diff.append("joint_names")
     if diff:
         raise ValueError(f"{workdir} holds checkpoints of another config (differs in "
                          f"{', '.join(diff)}); use a new --workdir")
 
 
-def _write_run_files(workdir: epath.Path, cfg, data: GaitData) -> dict:
-    """workdir/config.json (resolved config) and workdir/model_meta.json; returns the meta."""
-    cfg_json = cfg.to_json_best_effort(indent=2, sort_keys=True)
-    meta = dict(dataset=data.name, joint_names=list(data.joint_names), **data.shape(),
-                stats=dict(mean=np.asarray(data.mean_jc).tolist(),
-                           std=np.asarray(data.std_jc).tolist()))
-    digest = hashlib.sha1((cfg_json + json.dumps(meta, sort_keys=True)).encode()).hexdigest()
+def model_meta(cfg, data: TrainData) -> dict:
+    """model_meta.json: joint names, stride shape, normalization stats, training subjects and
+    the model id (a digest of the config and of all that)."""
+    meta = dict(dataset=data.name, joint_names=list(data.train.joint_names), **data.train.shape,
+                modality=cfg.data.get("modality", "angles"),
+                stats=dict(mean=np.asarray(data.refs.mean_jc).tolist(),
+                           std=np.asarray(data.refs.std_jc).tolist()),
+                train_subjects=sorted(set(data.train.subject.tolist())),
+                n_train_strides=len(data.train))
+    digest = hashlib.sha1((cfg.to_json_best_effort(sort_keys=True)
+                           + json.dumps(meta, sort_keys=True)).encode()).hexdigest()
     meta["model_id"] = f"gengait-{cfg.get('name', 'custom')}-{digest[:10]}"
+    return meta
+
+
+def _write_run_files(workdir: Workdir, cfg, data: TrainData) -> dict:
+    """workdir/config.json (resolved config) and workdir/model_meta.json; returns the meta."""
+    meta = model_meta(cfg, data)
     _check_resumable(workdir, cfg, meta)
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(cfg_json)
-        (workdir / "model_meta.json").write_text(json.dumps(meta, indent=2))
+        workdir.write_config(cfg)
+        workdir.write_meta(meta)
     return meta
 
 
@@ -286,8 +265,8 @@ def _check_finite(step: int, metrics: dict, mngr) -> dict:
 class _Run:
     """Everything the loop needs besides the state."""
     cfg: ml_collections.ConfigDict
-    workdir: epath.Path
-    data: GaitData
+    workdir: Workdir
+    data: TrainData
     mesh: jax.sharding.Mesh
     mngr: ocp.CheckpointManager
     writer: MetricsWriter
@@ -297,10 +276,9 @@ class _Run:
     flops: float  # per step, all devices
 
 
-def _setup(cfg, workdir: epath.Path, data: GaitData):
+def _setup(cfg, workdir: Workdir, data: TrainData):
     """Builds (or restores) the state in its shardings and compiles the steps once."""
-    from gengait_jax import input_pipeline
-    shape = data.shape()
+    shape = data.train.shape
     meta = _write_run_files(workdir, cfg, data)
     mesh = train_state.make_mesh(cfg)
     graphdef, abstract = train_state.abstract_state(cfg, shape)
@@ -311,16 +289,16 @@ def _setup(cfg, workdir: epath.Path, data: GaitData):
                                        process_count=jax.process_count())
     state, start = checkpointing.restore_newest(mngr, train_state.restore_target(abstract, shardings), it)
     if start:
-        logging.info("resumed from %s at step %d", workdir / "checkpoints", start)
+        logging.info("resumed from %s at step %d", workdir.checkpoints, start)
     else:
-        state = train_state.init_state(cfg, shape, shardings, data.mean_jc, data.std_jc,
-                                       data.curves_stjc, data.groups_j)
+        state = train_state.init_state(cfg, shape, shardings, data.refs)
     with jax.set_mesh(mesh):
         train_c, eval_c, flops = compile_steps(cfg, graphdef, abstract, shardings, mesh, shape,
-                                                  data.joint_names)
+                                                  data.train.joint_names)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.filter_state(abstract["model"], nnx.Param)))
-    logging.info("model %s: %d params; mesh %s; global batch %d; steps %d..%d",
-                 meta["model_id"], n_params, dict(mesh.shape), cfg.batch_size, start,
+    logging.info("model %s: %d params; %d training strides of %d subjects; mesh %s; global "
+                 "batch %d; steps %d..%d", meta["model_id"], n_params, len(data.train),
+                 len(meta["train_subjects"]), dict(mesh.shape), cfg.batch_size, start,
                  cfg.total_steps)
     writer = MetricsWriter(workdir, start, jax.process_index() == 0)
     run = _Run(cfg, workdir, data, mesh, mngr, writer, it, train_c, eval_c,
@@ -365,7 +343,7 @@ def _loop(run: _Run, state, start: int, stop: _StopRequest, stop_after: int | No
             window, t_win = [], t_pause
         if save:
             checkpointing.save(mngr, s, state, run.it, force=True)
-        if evals:
+        if evals and run.data.validation is not None:
             row = dict(step=s, **evaluate(run.eval_step, state, run.data, cfg, run.mesh))
             run.writer.write(row, eval_s=time.time() - t_pause)
             final.update(row)
@@ -373,24 +351,24 @@ def _loop(run: _Run, state, start: int, stop: _StopRequest, stop_after: int | No
         if halt:
             if stop.requested:
                 raise KeyboardInterrupt(f"interrupted at step {s}; checkpoint saved in "
-                                        f"{run.workdir / 'checkpoints'}; rerun to resume")
+                                        f"{run.workdir.checkpoints}; rerun to resume")
             return dict(final, stopped_at=s)
     return final
 
 
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
-                       data: GaitData | None = None, stop_after: int | None = None) -> dict:
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str | Workdir, *,
+                       data: TrainData | None = None, stop_after: int | None = None) -> dict:
     """Trains cfg on its dataset in workdir (resuming if possible); returns final metrics.
 
-    `data` replaces the TFDS dataset (tests); `stop_after` stops like a Ctrl-C after that
-    step (checkpoint saved), to test resumption.
+    `data` replaces the config's TFDS splits (folds, tests); `stop_after` stops like a Ctrl-C
+    after that step (checkpoint saved), to test resumption.
     """
-    workdir = checkpointing.workdir_path(workdir)
+    workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     run, state, start = _setup(cfg, workdir, load_data(cfg) if data is None else data)
     try:
         with _StopRequest() as stop, jax.set_mesh(run.mesh):
             if start >= cfg.total_steps:
-                logging.info("already trained to step %d: validation only", start)
+                logging.info("already trained to step %d", start)
                 return dict(step=start, **evaluate(run.eval_step, state, run.data, cfg,
                                                    run.mesh))
             return _loop(run, state, start, stop, stop_after)
@@ -400,46 +378,32 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str, *,
         run.writer.close()
 
 
-def _check_checkpoint_shapes(step_dir: epath.Path, target) -> None:
-    """Compares array shapes before reading any (a failed orbax restore leaves reads in flight
-    that print 'Event loop is closed' tracebacks at exit)."""
-    handler = ocp.StandardCheckpointHandler()
-    try:
-        saved = handler.metadata(step_dir / "state")
-    finally:
-        handler.close()
-    shapes = lambda tree: sorted(tuple(x.shape) for x in jax.tree.leaves(tree)
-                                 if hasattr(x, "shape"))
-    if shapes(saved) != shapes(target):
-        raise ValueError(f"{step_dir}: checkpoint does not match the workdir's config.json "
-                         f"(its arrays have other shapes: another model config?)")
+def train_folds(cfg: ml_collections.ConfigDict, workdir: str | Workdir,
+                strides: data_lib.Strides) -> list[dict]:
+    """The K fold models of `strides` (cfg.calibration.folds) in workdir/folds/<k>, each
+    resumable like the main run; returns their final metrics."""
+    workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    k = int(cfg.calibration.folds)
+    out = []
+    for i, fold in enumerate(fold_data(cfg, strides, k)):
+        logging.info("fold %d/%d: %d training strides, %d held out (%s)", i + 1, k,
+                     len(fold.train), len(fold.validation),
+                     ", ".join(sorted(set(fold.validation.subject.tolist()))))
+        out.append(train_and_evaluate(cfg, workdir.fold(i), data=fold))
+    return out
 
 
-def restore_model(workdir: str, step: int | None = None
-                  ) -> tuple[model_lib.GenGaitMAE, ml_collections.ConfigDict, dict]:
-    """(model with trained params and stats, config, meta) from a workdir, for inference."""
-    workdir = checkpointing.workdir_path(workdir)
-    if not (workdir / "config.json").exists():
-        raise FileNotFoundError(f"no config.json in {workdir}: not a training workdir")
-    cfg = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    meta = json.loads((workdir / "model_meta.json").read_text())
-    shape = {k: meta[k] for k in ("num_frames", "num_joints", "num_channels")}
-    graphdef, abstract = train_state.abstract_state(cfg, shape)
-    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
-                          abstract)
-    with ocp.CheckpointManager(workdir / "checkpoints", item_names=("state", "data")) as mngr:
-        step = mngr.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}")
-        _check_checkpoint_shapes(workdir / "checkpoints" / str(step), target)
-        try:
-            got = mngr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target)))
-        except (ValueError, KeyError, TypeError) as e:  # orbax: shapes/tree of another config
-            first = " ".join((str(e).splitlines() or [""])[0].split()[:20])
-            raise ValueError(f"{workdir / 'checkpoints' / str(step)}: checkpoint does not match "
-                             f"the workdir's config.json ({type(e).__name__}: {first})") from None
-    model = nnx.merge(graphdef, got.state).model
-    meta = dict(meta, step=int(step))
-    return model, cfg, meta
+def train_calibrated(cfg: ml_collections.ConfigDict, workdir: str | Workdir) -> dict:
+    """The whole training of a usable model: the final model on the config's training split,
+    the K fold models on the same strides, then the out-of-fold calibration.json (process 0).
+    Every part resumes; a finished part is skipped."""
+    workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    data = load_data(cfg)
+    final = train_and_evaluate(cfg, workdir, data=data)
+    if int(cfg.calibration.folds) > 1:
+        strides = _stride_layout(cfg, data.train)
+        train_folds(cfg, workdir, strides)
+        if jax.process_index() == 0:
+            cal = calibrate.calibrate_workdir(workdir, strides=strides)
+            final["calibration_id"] = cal["id"]
+    return final

@@ -6,7 +6,8 @@ import datetime
 import json
 
 from absl import logging
-from etils import epath
+
+from gengait_jax.workdir import Workdir
 
 _SHOWN = ("loss", "grad_norm", "lr")
 
@@ -24,10 +25,10 @@ class MetricsWriter:
     remote ones (gs://, no append) are rewritten whole.
     """
 
-    def __init__(self, workdir: epath.Path, start_step: int, active: bool = True):
+    def __init__(self, workdir: Workdir, start_step: int, active: bool = True):
         self.active = active
-        self.path = workdir / "metrics.jsonl"
-        self.remote = "://" in str(workdir)
+        self.path = workdir.metrics
+        self.remote = workdir.remote
         self.rows: list[dict] = []
         self.tb = None
         if not active:
@@ -38,7 +39,8 @@ class MetricsWriter:
         self._rewrite()
         try:
             import tensorboardX
-            self.tb = tensorboardX.SummaryWriter(str(workdir / "tb"), purge_step=start_step + 1)
+            self.tb = tensorboardX.SummaryWriter(str(workdir.file("tb")),
+                                                 purge_step=start_step + 1)
         except Exception as e:  # e.g. gs:// without google-cloud-storage: metrics.jsonl only
             logging.warning("TensorBoard disabled (%s)", e)
 
@@ -97,9 +99,9 @@ def log_compiled(name: str, compiled) -> None:
     cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
     if mem is not None:
         mib = lambda b: b / 2**20
-        logging.info("%s memory per device: args %.1f MiB, outputs %.1f MiB, temp %.1f MiB, "
+        logging.vlog(1, "%s memory per device: args %.1f MiB, outputs %.1f MiB, temp %.1f MiB, "
                      "aliased %.1f MiB, code %.1f MiB", name, mib(mem.argument_size_in_bytes),
                      mib(mem.output_size_in_bytes), mib(mem.temp_size_in_bytes),
                      mib(mem.alias_size_in_bytes), mib(mem.generated_code_size_in_bytes))
-    logging.info("%s XLA cost: %.3g GFLOP, %.3g GB accessed per call", name,
+    logging.vlog(1, "%s XLA cost: %.3g GFLOP, %.3g GB accessed per call", name,
                  cost.get("flops", 0.0) / 1e9, cost.get("bytes accessed", 0.0) / 1e9)

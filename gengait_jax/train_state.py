@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import jax
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from gengait_jax import model as model_lib
+from gengait_jax import data as data_lib, model as model_lib
 
 # (module name, parameter name) -> spec. Megatron-style: the first matmul of attention and
 # MLP splits its output features over 'model', the second its input features.
@@ -89,16 +88,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
-def _new_state(cfg, shape: dict, mean_jc=None, std_jc=None, curves_stjc=None,
-               groups_j=None) -> TrainState:
+def _new_state(cfg, shape: dict, refs: data_lib.References | None = None) -> TrainState:
     """A fresh TrainState (shape: num_frames, num_joints, num_channels)."""
     model = model_lib.create_model(cfg, seed=cfg.seed, **shape)
-    if mean_jc is not None:
-        model.set_stats(mean_jc, std_jc)
-    if curves_stjc is not None:
-        model.set_curves(curves_stjc)
-    if groups_j is not None:
-        model.set_groups(groups_j)
+    if refs is not None:
+        model.set_references(refs)
     return TrainState(model, make_tx(cfg))
 
 
@@ -107,12 +101,10 @@ def abstract_state(cfg: ml_collections.ConfigDict, shape: dict):
     return nnx.split(nnx.eval_shape(lambda: _new_state(cfg, shape)))
 
 
-def init_state(cfg: ml_collections.ConfigDict, shape: dict, shardings, mean_jc: np.ndarray,
-               std_jc: np.ndarray, curves_stjc: np.ndarray | None = None,
-               groups_j: np.ndarray | None = None):
+def init_state(cfg: ml_collections.ConfigDict, shape: dict, shardings,
+               refs: data_lib.References):
     """The initialized state, created directly in its shardings (jit with out_shardings)."""
-    mean_jc, std_jc = np.asarray(mean_jc, np.float32), np.asarray(std_jc, np.float32)
-    init = lambda: nnx.state(_new_state(cfg, shape, mean_jc, std_jc, curves_stjc, groups_j))
+    init = lambda: nnx.state(_new_state(cfg, shape, refs))
     return jax.jit(init, out_shardings=shardings)()
 
 

@@ -12,11 +12,15 @@ config is prepared in --config.data.data_dir first if needed.
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from benchmarks import benchmarking
+from gengait_jax import cli, configs
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "gengait_jax/configs/default.py:demo", "Preset file:name.", lock_config=True)
+    "config", configs.DEMO, "Preset file:name (gengait_jax/configs/default.py:tiny|demo|paper).",
+    lock_config=True)
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file for the results.", required=True)
 _QUICK = flags.DEFINE_bool("quick", False, "Short run (< 2 minutes on 2 CPU cores).")
 _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference (if torch is installed).")
@@ -25,10 +29,8 @@ _TORCH_COMPILE = flags.DEFINE_bool(
 _CACHE = flags.DEFINE_bool("cache", True, "Time detect latency with a cold/warm XLA cache.")
 
 
-def main(argv) -> None:
+def main() -> None:
     """Runs the benchmarks, prints the table, writes the JSON."""
-    del argv
-    from gengait_jax import benchmarking
     res = benchmarking.run(_CONFIG.value, quick=_QUICK.value, torch_ref=_TORCH.value,
                            cache=_CACHE.value, torch_compile=_TORCH_COMPILE.value)
     print(benchmarking.table(res))
@@ -37,5 +39,10 @@ def main(argv) -> None:
     print(f"wrote {_OUTPUT.value}", file=sys.stderr)
 
 
+def run() -> None:
+    """Console entry point (gengait-benchmark)."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -1,16 +1,16 @@
 r"""Evaluates a trained GenGait model against clinical baselines on simulated abnormalities.
 
-  python -m launch.evaluate --workdir=runs/demo --output=runs/demo/eval
-  python -m launch.evaluate --workdir=runs/demo --output=OUT --compare_workdir=runs/synth
+  python -m launch.evaluate --workdir=runs/demo --output=runs/demo/evaluation
+  python -m launch.evaluate --workdir=runs/demo --output=OUT --compare_workdir=runs/loco
 
 Writes OUT/evaluation.json, OUT/evaluation.md (one table per abnormality) and PNG plots, then
-prints the summary table. --compare_workdir adds a second setting (e.g. the synthetic cohort).
+prints the summary table. --compare_workdir adds a second setting (e.g. a leave-one-cohort-out
+model, or the synthetic cohort).
 """
 
-import logging as py_logging
-import sys
+from absl import flags
 
-from absl import app, flags, logging
+from gengait_jax import cli, compilation_cache, evaluation, evaluation_report
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (model + calibration).",
                                required=True)
@@ -23,30 +23,25 @@ _SEED = flags.DEFINE_integer("seed", 0, "Simulator / chance seed.")
 _COMPARE = flags.DEFINE_string("compare_workdir", None, "Optional second setting to report.")
 
 
-def main(argv) -> None:
+def main() -> None:
     """Runs the evaluation, writes json/markdown/plots, prints the summary table."""
-    del argv
-    noisy = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/tensorstore/")
-    logging.get_absl_handler().addFilter(lambda r: r.levelno >= py_logging.WARNING or not any(
-        s in r.pathname for s in noisy))
-    from gengait_jax import compilation_cache, evaluation, evaluation_report
     compilation_cache.enable()
     out = _OUTPUT.value or f"{_WORKDIR.value}/evaluation"
     kw = dict(split=_SPLIT.value, severities=tuple(float(s) for s in _SEVERITIES.value),
               seed=_SEED.value)
-    try:
-        ev = evaluation.evaluate(_WORKDIR.value, data_name=_DATA_NAME.value,
-                                 data_dir=_DATA_DIR.value, **kw)
-        if _COMPARE.value:
-            ev["other_settings"] = [evaluation.evaluate(_COMPARE.value, **kw)]
-        paths = evaluation.write_outputs(ev, out)
-    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
-        logging.vlog(1, "traceback", exc_info=True)
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
+    ev = evaluation.evaluate(_WORKDIR.value, data_name=_DATA_NAME.value,
+                             data_dir=_DATA_DIR.value, **kw)
+    if _COMPARE.value:
+        ev["other_settings"] = [evaluation.evaluate(_COMPARE.value, **kw)]
+    paths = evaluation.write_outputs(ev, out)
     print(evaluation_report.summary_table(ev))
     print(f"\nreport: {paths['markdown']}  json: {paths['json']}  plots: {paths['plots']}")
 
 
+def run() -> None:
+    """Console entry point (gengait-evaluate)."""
+    cli.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

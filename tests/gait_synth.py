@@ -36,7 +36,7 @@ def _templates(seed: int = 123) -> np.ndarray:
 
 
 def strides(n: int, seed: int, *, offset_sd: float = 1.5, noise: float = 0.3,
-            dropout_every: int = 0, p_left: float = 0.0) -> dict:
+            dropout_every: int = 0, p_left: float = 0.0, subjects: int = 8) -> dict:
     """n healthy strides: angles [n,T,J,C] float32, valid [n,T,J], side [n], subject [n]."""
     rng = np.random.default_rng(seed)
     coef = _templates()
@@ -60,7 +60,15 @@ def strides(n: int, seed: int, *, offset_sd: float = 1.5, noise: float = 0.3,
             s = rng.integers(0, T - 12)
             valid[i, s:s + 10, rng.integers(0, J)] = False
     angles = np.where(valid[..., None], out, np.nan).astype(np.float32)
-    return dict(angles=angles, valid=valid, side=side, subject=rng.integers(0, 8, n))
+    subject = np.array([f"S{seed}-{i}" for i in rng.integers(0, subjects, n)])
+    return dict(angles=angles, valid=valid, side=side, subject=subject)
+
+
+def as_strides(d: dict):
+    """A `data.Strides` of a strides() dict."""
+    from gengait_jax import data
+    return data.from_arrays(d["angles"], d["valid"], side=d["side"], subject=d["subject"],
+                            joint_names=NAMES)
 
 
 def config():
@@ -108,14 +116,30 @@ def trained(steps: int = 400):
     return model, cfg, meta
 
 
-def write_workdir(path: pathlib.Path, model=None, cfg=None, meta=None) -> pathlib.Path:
-    """A training workdir (config.json, model_meta.json, checkpoint) of `trained()`."""
+@functools.cache
+def calibration_of(n: int = 240, seed: int = 40, subjects: int = 24) -> dict:
+    """A calibration of `trained()` on n held-out healthy strides of `subjects` people."""
+    from gengait_jax import calibration, scoring
+    model, _, meta = trained()
+    d = strides(n, seed, subjects=subjects)
+    res = scoring.score_strides(model, d["angles"], d["valid"]).residual_ntjc
+    return calibration.fit(res, d["side"], d["subject"], NAMES, model_id=meta["model_id"],
+                           x_ntjc=d["angles"])
+
+
+def write_workdir(path: pathlib.Path, model=None, cfg=None, meta=None,
+                  calibrated: bool = True) -> pathlib.Path:
+    """A training workdir (config.json, model_meta.json, checkpoint, calibration.json) of
+    `trained()`."""
     import orbax.checkpoint as ocp
 
     from gengait_jax import train_state
+    from gengait_jax.workdir import Workdir
     if model is None:
         model, cfg, meta = trained()
     path.mkdir(parents=True, exist_ok=True)
+    if calibrated:
+        Workdir(path).write_calibration(calibration_of())
     (path / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     (path / "model_meta.json").write_text(json.dumps(meta))
     state = nnx.state(train_state.TrainState(model, train_state.make_tx(cfg)))

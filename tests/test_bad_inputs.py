@@ -280,19 +280,8 @@ def test_b3_bad_file_among_good_is_skipped_with_a_warning(tmp_path, caplog, refe
 
 @pytest.fixture(scope="module")
 def detect_workdir(tmp_path_factory) -> str:
-    """A calibrated workdir (untrained tiny model: every row fails before it matters)."""
-    import jax
-    from gengait_jax import calibration, model as model_lib
-    cfg, data = g.config(), g.strides(64, 0)
-    mean, std = np.nanmean(data["angles"], (0, 1)), np.nanstd(data["angles"], (0, 1))
-    model = model_lib.create_model(cfg, **g.SHAPE)
-    model.set_stats(mean, std)
-    meta = dict(dataset="synthetic", joint_names=list(g.NAMES), model_id="gengait-bad-inputs",
-                stats=dict(mean=mean.tolist(), std=std.tolist()), **g.SHAPE)
-    path = g.write_workdir(tmp_path_factory.mktemp("detect") / "run", model, cfg, meta)
-    with jax.default_device(jax.local_devices()[0]):
-        calibration.calibrate_workdir(str(path), strides=g.strides(12, 5))
-    return str(path)
+    """The calibrated workdir of the synthetic test model."""
+    return str(g.write_workdir(tmp_path_factory.mktemp("detect") / "run"))
 
 
 def _cli_cases(d, wd: str) -> dict:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gengait_jax import benchmarking, masking, model as model_lib, scoring
+from benchmarks import benchmarking
+from gengait_jax import masking, model as model_lib, scoring
 from gengait_jax.configs import default
 
 SHAPE = dict(num_frames=100, num_joints=10, num_channels=3)

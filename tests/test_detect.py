@@ -1,4 +1,5 @@
-"""launch.detect end to end (.npz, real .c3d) and its one-line errors on bad input."""
+"""launch.detect end to end (.npz, real .c3d, marker-only .c3d) through the GenGait front door,
+and its one-line errors on bad input."""
 
 import json
 import os
@@ -10,18 +11,20 @@ import numpy as np
 import pytest
 
 import gait_synth as g
-from gengait_jax import calibration, detection
+from gengait_jax import inputs
+from gengait_jax.gengait import GenGait
+from tfds_gait.errors import GaitDataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-C3D = os.path.join(ROOT, "tfds_gait/data/embedded/biomechzoo/HC031A/Straight_HC031A06.c3d")
+EMB = os.path.join(ROOT, "tfds_gait", "data", "embedded")
+C3D = os.path.join(EMB, "biomechzoo", "HC031A", "Straight_HC031A06.c3d")
+MARKERS_ONLY = os.path.join(EMB, "fukuchi2018", "WBDS19", "WBDS19walkT01.c3d")
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A trained synthetic model's workdir, calibrated on 40 validation strides."""
-    path = g.write_workdir(tmp_path_factory.mktemp("wd") / "run")
-    calibration.calibrate_workdir(str(path), strides=g.strides(40, 51, dropout_every=4))
-    return str(path)
+    """A trained synthetic model's workdir with its calibration."""
+    return str(g.write_workdir(tmp_path_factory.mktemp("wd") / "run"))
 
 
 def _detect(*args: str, cache: str = "") -> subprocess.CompletedProcess:
@@ -42,25 +45,35 @@ def test_detect_npz_end_to_end(workdir, tmp_path):
                 f"--output={tmp_path / 'out'}")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "flagged: right knee" in r.stdout and "not scored" in r.stdout and "left ankle" in r.stdout
+    assert r.stderr.count("\n") < 25  # the console stays short (library INFO lines off)
     s = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert s["flagged"] == ["RKnee"] and s["n_strides"] == 3 and s["not_scored"] == ["LAnkle"]
     assert s["model_id"] == "gengait-synth-test" and s["calibration_id"].startswith("cal-")
+    assert s["threshold"]["strides"] == 3
     knee, ankle = s["joints"]["RKnee"], s["joints"]["LAnkle"]
-    assert knee["name"] == "right knee" and knee["flagged"] and knee["score"] > 5
+    assert knee["name"] == "right knee" and knee["flagged"] and knee["z"] > s["threshold"]["z"]
     assert len(knee["per_stride"]) == 3 and set(knee["channels"]) == {"sagittal", "frontal",
                                                                        "transverse"}
-    assert ankle["score"] is None and ankle["z"] is None and not ankle["flagged"]
+    assert len(knee["phase_z"]) == g.T
+    assert ankle["z"] is None and not ankle["flagged"]
     tw = np.load(tmp_path / "out" / "twin.npz")
     assert tw["twin"].shape == tw["input"].shape == tw["band"].shape == (3, g.T, g.J, g.C)
     assert list(tw["joint_names"]) == list(g.NAMES)
     assert os.path.getsize(tmp_path / "out" / "report.png") > 50_000
     assert (tmp_path / "out" / "twin.csv").read_text().count("\n") == 1 + 3 * g.T * g.J * g.C
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Flagged: right knee" in page and "<script" not in page and "http" not in page
 
 
-def test_detect_reads_a_real_c3d_trial(workdir, tmp_path):
-    scores, paths = detection.run(workdir, C3D, str(tmp_path / "out"))
-    assert scores["n_strides"] >= 2 and set(scores["sides"]) <= {"L", "R"}
-    assert os.path.exists(paths["report"])
+def test_front_door_restores_parameters_only_and_reads_real_c3d(workdir, tmp_path):
+    gg = GenGait.from_workdir(workdir)
+    assert not hasattr(gg.model, "opt") and gg.calibration["model_id"] == gg.meta["model_id"]
+    for path in (C3D, MARKERS_ONLY):  # Plug-in-Gait outputs; Fukuchi's raw markers
+        res = gg.detect(path)
+        assert len(res.strides) >= 2 and set(res.strides.side.tolist()) <= {"L", "R"}
+        paths = res.write(str(tmp_path / os.path.basename(path)))
+        assert os.path.exists(paths["report"]) and os.path.exists(paths["html"])
+    assert any("fukuchi_lower markers" in n for n in res.notes)
 
 
 def _bad(tmp_path, name: str, **arrays) -> str:
@@ -72,6 +85,7 @@ def _bad(tmp_path, name: str, **arrays) -> str:
 
 def test_bad_inputs_are_one_line_errors(workdir, tmp_path):
     x = g.strides(2, 53)["angles"]
+    gg = GenGait.from_workdir(workdir)
     cases = {
         "radians": (dict(angles=np.deg2rad(x)), "radians"),
         "joints": (dict(angles=x[:, :, :8]), "8 joints, but the model expects 10"),
@@ -86,12 +100,12 @@ def test_bad_inputs_are_one_line_errors(workdir, tmp_path):
     }
     for name, (arrays, msg) in cases.items():
         path = _bad(tmp_path, name, **arrays)
-        with pytest.raises(detection.InputError, match=msg) as e:
-            detection.run(workdir, path, str(tmp_path / "out"))
+        with pytest.raises(GaitDataError, match=msg) as e:
+            gg.detect(path)
         assert str(e.value).startswith(path) and "\n" not in str(e.value), name
-    ok = detection.load_input(_bad(tmp_path, "t101", angles=np.concatenate([x, x[:, :1]], 1)),
-                              json.load(open(os.path.join(workdir, "model_meta.json"))))
-    assert ok.angles.shape[1] == g.T and "dropped the last" in ok.notes[0]
+    ok, notes = inputs.load(_bad(tmp_path, "t101", angles=np.concatenate([x, x[:, :1]], 1)),
+                            gg.meta)
+    assert ok.x.shape[1] == g.T and "dropped the last" in notes[0]
 
 
 def test_bad_input_and_missing_calibration_exit_non_zero_in_one_line(workdir, tmp_path):
@@ -100,8 +114,8 @@ def test_bad_input_and_missing_calibration_exit_non_zero_in_one_line(workdir, tm
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and path in r.stderr
     nocal = str(tmp_path / "nocal")
-    shutil.copytree(workdir, nocal, ignore=shutil.ignore_patterns(calibration.FILE))
-    with pytest.raises(detection.InputError, match="calibrate first"):
-        detection.run(nocal, path, str(tmp_path / "o"))
-    with pytest.raises(detection.InputError, match="no such workdir"):
-        detection.run(str(tmp_path / "nope"), path, str(tmp_path / "o"))
+    shutil.copytree(workdir, nocal, ignore=shutil.ignore_patterns("calibration.json"))
+    with pytest.raises(GaitDataError, match="calibrate first"):
+        GenGait.from_workdir(nocal)
+    with pytest.raises(GaitDataError, match="no such workdir"):
+        GenGait.from_workdir(str(tmp_path / "nope"))

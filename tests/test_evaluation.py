@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from gengait_jax import baselines, evaluation
+from gengait_jax import baselines, data, evaluation
 
 T, J, C = 20, 4, 3
 KINDS = ("stiff_knee", "drop_foot")
@@ -145,23 +145,9 @@ def test_markdown_and_plots(tmp_path):
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in paths)
 
 
-def test_batched_pads_to_one_shape_and_trims():
-    shapes = []
-
-    def fn(a, b):
-        shapes.append(a.shape)
-        return {"s": a.sum(-1) + b, "x": a}
-
-    a, b = np.arange(14.0).reshape(7, 2), np.arange(7.0)
-    out = evaluation.batched(fn, [a, b], 3)
-    assert shapes == [(3, 2)] * 3  # the last batch of 1 is padded: one compiled shape
-    np.testing.assert_allclose(out["s"], a.sum(-1) + b)
-    np.testing.assert_allclose(out["x"], a)
-
-
 def test_build_records_puts_clean_strides_first():
-    test = {"angles": np.zeros((2, T, J, C)), "valid": np.ones((2, T, J), bool),
-            "subject": np.array(["s1", "s2"]), "side": np.array(["L", "R"])}
+    test = data.from_arrays(np.zeros((2, T, J, C)), subject=["s1", "s2"], side=["L", "R"],
+                            trial=["t1", "t2"])
     truth = np.zeros((3, J, C), bool)
     truth[:, 1, 0] = True
     sim = {"angles": np.ones((3, T, J, C)), "clean_index": np.array([1, 0, 1]),
@@ -174,6 +160,9 @@ def test_build_records_puts_clean_strides_first():
     assert not rec["truth"][:2].any() and rec["truth"][2:, 1, 0].all()
     np.testing.assert_array_equal(rec["clean"][2:], 0.0)
     np.testing.assert_array_equal(rec["perturbed"][2:], 1.0)
+    assert rec["trial"].tolist() == ["s1/t1", "s2/t2", "s2/t2", "s1/t1", "s2/t2"]
+    groups = evaluation.trial_groups(rec)  # one recording x abnormality x severity
+    assert len(set(groups.tolist())) == 5 and groups[0] != groups[3]
 
 
 # --- With a real (untrained, tiny) model, the real simulator and calibration -----------------
@@ -186,23 +175,30 @@ def tiny_workdir(tmp_path_factory, embedded_data_dir):
 
     from gengait_jax import calibration, train_state
     from gengait_jax.configs import default
+    from gengait_jax.workdir import Workdir
     from tfds_gait import joints
     path = tmp_path_factory.mktemp("eval_workdir")
     cfg = default.tiny()
     cfg.data.data_dir = embedded_data_dir
     names = list(joints.joint_names("lower"))
     shape = dict(num_frames=100, num_joints=len(names), num_channels=3)
-    state = train_state._new_state(cfg, shape, np.zeros((10, 3)), np.full((10, 3), 20.0))
-    meta = dict(dataset=cfg.data.name, joint_names=names, model_id="untrained-tiny", **shape)
-    (path / "config.json").write_text(cfg.to_json_best_effort())
-    (path / "model_meta.json").write_text(json.dumps(meta))
-    with ocp.CheckpointManager(path / "checkpoints", item_names=("state", "data")) as mngr:
+    refs = data.References(np.zeros((10, 3), np.float32), np.full((10, 3), 20.0, np.float32),
+                           None, np.arange(10, dtype=np.int32))
+    state = train_state._new_state(cfg, shape, refs)
+    meta = dict(dataset=cfg.data.name, joint_names=names, model_id="untrained-tiny", **shape,
+                stats=dict(mean=refs.mean_jc.tolist(), std=refs.std_jc.tolist()))
+    wd = Workdir(path)
+    wd.write_config(cfg)
+    wd.write_meta(meta)
+    with ocp.CheckpointManager(wd.checkpoints, item_names=("state", "data")) as mngr:
         mngr.save(1, args=ocp.args.Composite(state=ocp.args.StandardSave(nnx.state(state)),
                                              data=ocp.args.JsonSave({})))
         mngr.wait_until_finished()
-    # Calibrated on made-up validation scores: the model is untrained, only the wiring is tested.
-    scores = np.random.default_rng(0).lognormal(1.0, 0.3, (40, len(names)))
-    calibration.save(calibration.fit(scores, names), str(path))
+    # Calibrated on made-up residuals: the model is untrained, only the wiring is tested.
+    rng = np.random.default_rng(0)
+    res = rng.normal(0, 3.0, (40, 100, len(names), 3))
+    wd.write_calibration(calibration.fit(res, np.where(np.arange(40) % 2, "L", "R"),
+                                         np.arange(40) % 8, names, model_id="untrained-tiny"))
     return path
 
 
@@ -226,6 +222,10 @@ def test_launcher_writes_json_markdown_and_plots(tiny_workdir, tmp_path):
     assert ev["reference"]["sides"] == ["L", "R"] and ev["reference"]["n_strides"] > n_test
     assert ev["correction"]["deviation_before_deg"] > 0
     assert isinstance(ev["localization"]["top1_accuracy"], float)
+    trials = ev["trials"]  # one recording x abnormality: all its strides in one decision
+    assert trials["n_trials"] >= len(kinds) and trials["n_clean_trials"] >= 1
+    assert set(ev["trials_per_severity"]) == {"1"} and set(ev["per_severity"]) == {"1"}
+    assert 0 <= trials["false_flag_rate"] <= 1 and isinstance(trials["recall"], float)
     assert "baselines" in ev and "per_abnormality" in ev
     md = (tmp_path / "evaluation.md").read_text()
     assert "| GenGait (z-scores, twin) |" in md and "## foot_drop" in md
@@ -239,4 +239,4 @@ def test_launcher_missing_workdir_is_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "launch.evaluate", f"--workdir={tmp_path}/nope"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("error: FileNotFoundError")
+    assert r.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/nope: no such workdir"

@@ -11,7 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 import tfds_gait
-from tfds_gait import gait_cycles, stats
+from gengait_jax import data
+from tfds_gait import gait_cycles
 from tfds_gait.errors import GaitDataError
 
 
@@ -73,12 +74,12 @@ def test_leave_one_cohort_out(tmp_path, embedded_data_dir):
 
 
 def test_stats_from_train_split(embedded_data_dir):
-    st = stats.load_stats("gait_cycles/embedded", embedded_data_dir)
-    src = tfds.data_source("gait_cycles/embedded", split="train", data_dir=embedded_data_dir)
-    knee = np.stack([src[i]["angles"][:, 2, 0] for i in range(len(src))])
-    assert st["mean"].shape == (10, 3)
-    np.testing.assert_allclose(st["mean"][2, 0], knee.mean(), rtol=1e-4)
-    assert st["joint_names"][2] == "LKnee"
+    tr = data.load_split("gait_cycles/embedded", "train", embedded_data_dir)
+    mean, std = data.stats(tr)
+    knee = tr.x[:, :, 2, 0][tr.valid[:, :, 2]]
+    assert mean.shape == std.shape == (10, 3) and tr.joint_names[2] == "LKnee"
+    np.testing.assert_allclose(mean[2, 0], knee.mean(), rtol=1e-4)
+    np.testing.assert_allclose(std[2, 0], knee.std(), rtol=1e-4)
 
 
 def test_c3d_dir_on_fixture_folder(tmp_path):

@@ -2,14 +2,15 @@
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from gengait_jax import input_pipeline
+from gengait_jax import data, input_pipeline
 
 
 def _source(n=23):
-    return [dict(angles=np.full((8, 2, 3), i, np.float32), valid=np.ones((8, 2), bool),
-                 subject=f"S{i % 4}".encode(), side=b"LR"[i % 2:i % 2 + 1]) for i in range(n)]
+    """n strides whose values are their index; alternating sides L, R, L, ..."""
+    x = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None], (n, 8, 2, 3))
+    return data.from_arrays(x, side=np.array(["L", "R"] * n)[:n],
+                            subject=[f"S{i % 4}" for i in range(n)])
 
 
 def _ids(batch):
@@ -72,7 +73,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="process_index"):
         _it(_source(), 4, seed=0, pi=2, pc=2)
     with pytest.raises(ValueError, match="empty"):
-        _it([], 4, seed=0)
+        _it(_source(0), 4, seed=0)
 
 
 def test_eval_batches_pad_and_mask():
@@ -83,16 +84,9 @@ def test_eval_batches_pad_and_mask():
     assert got == list(range(10))
 
 
-def test_to_arrays_decodes_text():
-    arr = input_pipeline.to_arrays(_source(5))
-    assert arr["angles"].shape == (5, 8, 2, 3)
-    assert arr["subject"].tolist() == ["S0", "S1", "S2", "S3", "S0"]
-
-
-def test_tfds_data_source(embedded_data_dir):
-    src = tfds.data_source("gait_cycles/embedded", split="train", data_dir=embedded_data_dir)
+def test_embedded_strides(embedded_data_dir):
+    src = data.load_split("gait_cycles/embedded", "train", embedded_data_dir)
     b = next(_it(src, 16, seed=0))
     assert b["angles"].shape == (16, 100, 10, 3) and b["valid"].shape == (16, 100, 10)
-    assert np.isfinite(b["angles"]).all()
-    arr = input_pipeline.to_arrays(src)
-    assert len(arr["angles"]) == len(src) and set(arr["side"].tolist()) <= {"L", "R"}
+    assert np.isfinite(b["angles"]).all() and (b["angles"][~b["valid"]] == 0).all()
+    assert set(src.side.tolist()) <= {"L", "R"} and set(src.cohort.tolist()) > {"biomechzoo"}

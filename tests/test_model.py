@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gengait_jax import masking, model as model_lib
+from gengait_jax import data, masking, model as model_lib
 from gengait_jax.configs import default
 
 T, J, C = 100, 10, 3
@@ -64,11 +64,51 @@ def test_stats_normalize_and_round_trip():
 
 def test_stats_are_not_params():
     _, m = _model()
-    params = nnx.state(m, nnx.Param)
-    stats = nnx.state(m, model_lib.Stat)
-    assert set(jax.tree_util.tree_leaves(jax.tree.map(jnp.shape, stats))) <= {2, T, J, C}
-    flat = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(params)}
-    assert not any(n in k for n in ("mean_jc", "std_jc", "curve_stjc") for k in flat)
+    params = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(m, nnx.Param))}
+    stats = {"/".join(map(str, k)) for k, _ in nnx.to_flat_state(nnx.state(m, model_lib.Stat))}
+    assert {"mean_jc", "std_jc", "curve_stjc", "group_j", "prior_w", "prior_b"} <= stats
+    assert not params & stats
+    assert not any(n in k for n in ("mean_jc", "std_jc", "curve_stjc", "prior") for k in params)
+
+
+def _prior_model():
+    cfg = default.tiny()
+    cfg.model.linear_prior = True
+    return cfg, model_lib.create_model(cfg, num_frames=T, num_joints=J, num_channels=C)
+
+
+def test_linear_prior_predicts_fully_hidden_joints_only_from_other_groups():
+    cfg, m = _prior_model()
+    p, d = T // cfg.model.patch, cfg.model.patch * C
+    rng = np.random.default_rng(0)
+    m.prior_w[...] = jnp.asarray(rng.normal(size=m.prior_w.shape), jnp.float32)
+    m.prior_b[...] = jnp.asarray(rng.normal(size=m.prior_b.shape), jnp.float32)
+    m.set_groups(np.array([0, 0] + list(range(1, J - 1))))  # joints 0 and 1: one signal
+    tok = jnp.asarray(rng.normal(size=(1, J * p, d)), jnp.float32)
+    vis = jnp.ones((1, J, p), bool).at[:, 0].set(False).at[:, 3, :2].set(False).reshape(1, -1)
+    pred = np.asarray(m.prior(tok, vis)).reshape(J, p, d)
+    assert np.abs(pred[0]).min() > 0  # joint 0 fully hidden: predicted
+    np.testing.assert_array_equal(pred[1:], 0.0)  # joint 3 only partly hidden: no prior
+    # Joint 1 is in joint 0's group: its values must not leak into joint 0's prediction;
+    # another group's visible values must.
+    tok1 = tok.reshape(1, J, p, d).at[:, 1].add(5.0).reshape(tok.shape)
+    np.testing.assert_allclose(m.prior(tok1, vis), m.prior(tok, vis), rtol=1e-6)
+    tok2 = tok.reshape(1, J, p, d).at[:, 2].add(5.0).reshape(tok.shape)
+    assert not np.allclose(m.prior(tok2, vis), m.prior(tok, vis))
+    out = _apply(m, tok, vis, int(vis.sum()))
+    m.linear_prior = False
+    np.testing.assert_allclose(out - _apply(m, tok, vis, int(vis.sum())),
+                               pred.reshape(out.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_ridge_prior_recovers_a_joint_that_is_a_linear_function_of_the_body():
+    rng = np.random.default_rng(1)
+    n, p, q = 400, 4, 2
+    tok = rng.normal(size=(n, 3, p, q, 1))
+    tok[:, 2] = 0.5 * tok[:, 0].mean(2, keepdims=True) - tok[:, 1].mean(2, keepdims=True)
+    w, b = data.linear_prior(tok, np.arange(3), lam=1e-6)
+    feats = (tok.mean(3) * (np.arange(3) != 2)[None, :, None, None]).reshape(n, -1)
+    np.testing.assert_allclose(feats @ w[2] + b[2], tok[:, 2].reshape(n, -1), atol=1e-4)
 
 
 def test_tokens_are_deviations_from_the_closer_mean_curve():

@@ -30,9 +30,11 @@ def _start(workdir, data_dir, devices: int, **env_extra) -> subprocess.Popen:
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **env_extra)
     cmd = [sys.executable, "-m", "launch.train", "--config=gengait_jax/configs/default.py:tiny",
-           f"--workdir={workdir}", f"--config.total_steps={STEPS}", "--config.log_every=1",
+           f"--workdir={workdir}", f"--config.total_steps={STEPS}", "--config.log_every=1", "--config.warmup_steps=1",
            f"--config.eval_every={STEPS}", f"--config.checkpoint_every={STEPS}",
-           "--config.eval_occlusion=False", f"--config.data.data_dir={data_dir}"]
+           "--config.eval_occlusion=False", f"--config.data.data_dir={data_dir}",
+           "--config.calibration.folds=0", "--config.data.train_split=train",
+           "--config.data.val_split=validation"]
     if env_extra:
         cmd.append("--distributed")
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -8,6 +8,7 @@ import numpy as np
 
 import gait_synth as g
 from gengait_jax import report
+from gengait_jax.workdir import write_json
 
 
 def _inputs(n: int = 3):
@@ -39,8 +40,8 @@ def test_report_png_draws_every_joint_and_channel(tmp_path):
 
 def test_json_is_strict_and_csv_is_long_format(tmp_path):
     data, x, z, flagged, _ = _inputs(2)
-    p = report.write_json(str(tmp_path / "s.json"), {"z": np.array([1.0, np.nan]),
-                                                      "f": np.bool_(True), "k": np.int64(3)})
+    p = write_json(str(tmp_path / "s.json"), {"z": np.array([1.0, np.nan]),
+                                               "f": np.bool_(True), "k": np.int64(3)})
     assert json.loads(open(p).read()) == {"z": [1.0, None], "f": True, "k": 3}
     p = report.write_twin_csv(str(tmp_path / "t.csv"), joint_names=g.NAMES,
                               channel_names=["sag", "front", "trans"], x_ntjc=x, twin_ntjc=x,

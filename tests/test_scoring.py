@@ -30,10 +30,10 @@ def test_vmap_equals_per_joint_loop_and_compiles_once():
     recon = nnx.jit(lambda m, v: m.reconstruct(x, v, n_tok - model.num_patches))
     loop = np.stack([np.asarray(recon(model, masks[j]))[:, :, j] for j in range(g.J)], axis=2)
     np.testing.assert_allclose(got.recon_ntjc, loop, rtol=1e-5, atol=1e-4)
-    err = np.where(valid[..., None], loop - x, 0.0)
-    want = np.sqrt((err ** 2).sum((1, 3)) / (valid.sum(1) * g.C))
-    np.testing.assert_allclose(got.score_nj, want, rtol=1e-5)
-    assert got.map_ntj.shape == (5, g.T, g.J) and np.isnan(got.map_ntj[~valid]).all()
+    ok = valid[..., None] & got.scored_nj[:, None, :, None]
+    np.testing.assert_allclose(got.residual_ntjc[np.broadcast_to(ok, x.shape)],
+                               (x - loop)[np.broadcast_to(ok, x.shape)], rtol=1e-4, atol=1e-3)
+    assert np.isnan(got.residual_ntjc[~valid]).all()
 
 
 def test_context_maskings_run_in_the_same_single_program():
@@ -43,7 +43,7 @@ def test_context_maskings_run_in_the_same_single_program():
     plain = scoring.score_strides(model, data["angles"], num_context=0)
     ctx = scoring.score_strides(model, data["angles"], num_context=4)
     assert scoring.trace_count() == before + 2  # one program per setting
-    assert np.isfinite(ctx.score_nj).all() and not np.allclose(ctx.score_nj, plain.score_nj)
+    assert np.isfinite(ctx.rms_nj).all() and not np.allclose(ctx.rms_nj, plain.rms_nj)
 
 
 def test_invalid_values_never_matter_and_sparse_joints_are_not_scored():
@@ -54,23 +54,23 @@ def test_invalid_values_never_matter_and_sparse_joints_are_not_scored():
     valid[1, 10:30, 7] = False  # 80 % valid: scored on its valid frames
     a = scoring.score_strides(model, np.where(valid[..., None], data["angles"], np.nan))
     b = scoring.score_strides(model, np.where(valid[..., None], data["angles"], 1e6), valid)
-    np.testing.assert_array_equal(a.score_nj, b.score_nj)
-    assert np.isnan(a.score_nj[0, 2]) and not a.scored_nj[0, 2]
-    assert np.isnan(a.rms_njc[0, 2]).all() and abs(a.valid_frac_nj[0, 2] - 0.4) < 1e-6
-    assert a.scored_nj[1, 7] and np.isfinite(a.score_nj[1, 7])
+    np.testing.assert_array_equal(a.residual_ntjc, b.residual_ntjc)
+    assert np.isnan(a.rms_nj[0, 2]) and not a.scored_nj[0, 2]
+    assert np.isnan(a.residual_ntjc[0, :, 2]).all() and abs(a.valid_frac_nj[0, 2] - 0.4) < 1e-6
+    assert a.scored_nj[1, 7] and np.isfinite(a.rms_nj[1, 7])
     assert a.scored_nj.sum() == 4 * g.J - 1
 
 
 def test_offset_on_one_joint_makes_it_the_most_anomalous():
     model, _, meta = g.trained()
-    cal = calibration.fit(scoring.score_strides(model, g.strides(64, 7)["angles"]).score_nj,
-                          meta["joint_names"])
-    clean = g.strides(3, 8)["angles"]
+    cal = g.calibration_of()
+    clean = g.strides(3, 8)
     hits = []
     for j in range(g.J):
-        x = clean.copy()
+        x = clean["angles"].copy()
         x[:, :, j, 0] += 15.0  # +15 deg in the sagittal plane of one joint
-        z = calibration.zscores(scoring.score_strides(model, x).score_nj, cal)
-        hits += list(np.argmax(z, -1) == j)
-        assert calibration.stride_flags(z, cal)[:, j].mean() >= 0.75
+        res = scoring.score_strides(model, x).residual_ntjc
+        sc = calibration.score(res, clean["side"], cal)
+        hits += list(np.argmax(sc["joint"], -1) == j)
+        assert sc["flags"][:, j].mean() >= 0.75
     assert np.mean(hits) >= 0.95, np.mean(hits)

@@ -2,9 +2,8 @@
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
-from gengait_jax.input_pipeline import to_arrays
+from gengait_jax import data
 from tfds_gait import synthetic
 
 SUBJECT_SD, STRIDE_SD = 5.0, 1.0
@@ -92,13 +91,13 @@ def test_compare_cohorts_on_known_differences():
 
 
 def test_fit_and_sample_on_real_strides(embedded_data_dir):
-    tr = to_arrays(tfds.data_source("gait_cycles/embedded", split="train",
-                                    data_dir=embedded_data_dir))
-    model = synthetic.fit_cohort_model(tr["angles"], tr["subject"], tr["side"])
+    tr = data.load_split("gait_cycles/embedded", "train", embedded_data_dir)
+    x = np.nan_to_num(tr.x)
+    model = synthetic.fit_cohort_model(x, tr.subject, tr.side)
     s = synthetic.sample_cohort(model, 150, 3, seed=0)
-    assert s["angles"].shape == (450,) + tr["angles"].shape[1:]
-    cmp = synthetic.compare_cohorts(tr["angles"], tr["subject"], s["angles"], s["subject"],
-                                    real_sides=tr["side"], synth_sides=s["side"])
+    assert s["angles"].shape == (450,) + x.shape[1:]
+    cmp = synthetic.compare_cohorts(x, tr.subject, s["angles"], s["subject"],
+                                    real_sides=tr.side, synth_sides=s["side"])
     assert cmp["mean_rms_diff_deg"].max() < 1.5
     assert np.all((0.6 < cmp["sd_ratio"]) & (cmp["sd_ratio"] < 1.6))
     real, synth = np.median(cmp["between_real_deg"]), np.median(cmp["between_synth_deg"])

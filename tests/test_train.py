@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gengait_jax import model as model_lib, objective, train, train_state
+from tfds_gait.errors import GaitDataError
+from gengait_jax import calibrate, checkpointing, data, model as model_lib, objective, train
+from gengait_jax import train_state
 from gengait_jax.configs import default
+from gengait_jax.workdir import Workdir
 
 T, J, C = 100, 10, 3
 SHAPE = dict(num_frames=T, num_joints=J, num_channels=C)
@@ -41,11 +44,20 @@ def _stack(rows: list[dict]) -> dict:
 
 
 def _cfg(**kw):
-    """The tiny preset without the (compile-heavy) occlusion eval."""
+    """The tiny preset without the (compile-heavy) occlusion eval, with a validation split."""
     cfg = default.tiny()
     cfg.eval_occlusion = False
+    cfg.data.update(train_split="train", val_split="validation")
     cfg.update(kw)
     return cfg
+
+
+def _as_strides(rows: list[dict]) -> data.Strides:
+    """In-memory strides as a data.Strides (alternating sides)."""
+    b = _stack(rows)
+    return data.from_arrays(b["angles"], b["valid"], side=np.where(np.arange(len(rows)) % 2,
+                                                                   "L", "R"),
+                            joint_names=tuple(f"j{i}" for i in range(J)))
 
 
 def _stats():
@@ -72,16 +84,16 @@ def test_sharded_step_equals_single_device_step():
     batch_np["left"] = np.arange(len(batch_np["angles"])) % 3 == 0
     mean, std = _stats()
     names = tuple(f"{s}j{i}" for s in "LR" for i in range(J // 2))
-    x = np.where(batch_np["valid"][..., None], batch_np["angles"], np.nan)
-    curves = train.mean_curves(x, batch_np["left"])
-    groups = np.r_[0, 1, 2, 3, 4, 0, 6, 7, 8, 9]
+    st = data.from_arrays(batch_np["angles"], batch_np["valid"],
+                          side=np.where(batch_np["left"], "L", "R"))
+    refs = data.References(mean, std, data.mean_curves(st), np.r_[0, 1, 2, 3, 4, 0, 6, 7, 8, 9])
     out = []
     for devices, cfg in ((jax.devices(), _augmented(mesh_model=2)),
                          (jax.devices()[:1], _augmented())):
         mesh = train_state.make_mesh(cfg, devices)
         graphdef, abstract = train_state.abstract_state(cfg, SHAPE)
         shardings = train_state.state_shardings(abstract, mesh)
-        state = train_state.init_state(cfg, SHAPE, shardings, mean, std, curves, groups)
+        state = train_state.init_state(cfg, SHAPE, shardings, refs)
         step, _ = train.jit_steps(cfg, graphdef, shardings, mesh, names)
         batch = jax.device_put(batch_np, train_state.batch_sharding(mesh))
         losses = []
@@ -187,15 +199,13 @@ def _compilation_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def gait_data(request) -> train.GaitData:
+def gait_data(request) -> train.TrainData:
     """The embedded cohort when conftest provides it, else in-memory strides."""
     try:
         data_dir = request.getfixturevalue("embedded_data_dir")
     except pytest.FixtureLookupError:
-        tr, va = _strides(96, 10), _strides(24, 11)
-        x = _stack(tr)["angles"]
-        return train.GaitData("in_memory", tr, va, np.nanmean(x, (0, 1)),
-                              np.nanstd(x, (0, 1)), tuple(f"j{i}" for i in range(J)))
+        return train.make_data(_cfg(), _as_strides(_strides(96, 10)),
+                               _as_strides(_strides(24, 11)))
     cfg = _cfg()
     cfg.data.data_dir = str(data_dir)
     return train.load_data(cfg)
@@ -234,7 +244,8 @@ def test_restart_ends_with_the_same_params(tiny_run, gait_data, tmp_path):
     assert stopped["stopped_at"] == 13 and (tmp_path / "checkpoints" / "13").exists()
     resumed = train.train_and_evaluate(cfg, str(tmp_path), data=gait_data)
     assert resumed["loss"] == final["loss"] and resumed["val_loss"] == final["val_loss"]
-    a, b = train.restore_model(str(workdir))[0], train.restore_model(str(tmp_path))[0]
+    restore = lambda wd: checkpointing.restore_model(Workdir(wd))[0]
+    a, b = restore(workdir), restore(tmp_path)
     for x, y in zip(jax.tree.leaves(nnx.state(a)), jax.tree.leaves(nnx.state(b))):
         np.testing.assert_array_equal(x, y)  # bit-identical: no batch skipped or repeated
     val = lambda wd: [(r["step"], r["val_loss"]) for r in _rows(wd) if "val_loss" in r]
@@ -243,12 +254,13 @@ def test_restart_ends_with_the_same_params(tiny_run, gait_data, tmp_path):
 
 def test_restore_model_for_inference(tiny_run, gait_data):
     workdir, _ = tiny_run
-    model, cfg, meta = train.restore_model(str(workdir))
-    np.testing.assert_allclose(model.mean_jc[...], gait_data.mean_jc, rtol=1e-6)
+    model, cfg, meta = checkpointing.restore_model(Workdir(workdir))
+    np.testing.assert_allclose(model.mean_jc[...], gait_data.refs.mean_jc, rtol=1e-6)
     assert cfg.model.width == 32 and meta["num_joints"] == J and meta["step"] == cfg.total_steps
-    assert meta["joint_names"] == list(gait_data.joint_names) and meta["model_id"]
-    with pytest.raises(FileNotFoundError):
-        train.restore_model(str(workdir / "nope"))
+    assert meta["joint_names"] == list(gait_data.train.joint_names) and meta["model_id"]
+    assert not hasattr(model, "opt")  # the model's variables only, no optimizer state
+    with pytest.raises(GaitDataError, match="missing: not a trained GenGait workdir"):
+        checkpointing.restore_model(Workdir(workdir / "nope"))
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, gait_data,
@@ -260,7 +272,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, gait
         train.train_and_evaluate(cfg, str(tmp_path / "wd"), data=gait_data)
     assert sorted(int(p.name) for p in (tmp_path / "wd" / "checkpoints").iterdir()) == [
         10, 20, 30]
-    model, _, meta = train.restore_model(str(tmp_path / "wd"))
+    model, _, meta = checkpointing.restore_model(Workdir(tmp_path / "wd"))
     assert meta["step"] == 30
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model)))
 
@@ -269,22 +281,23 @@ def test_occlusion_groups_tie_joints_that_are_one_signal():
     x = _stack(_strides(12, 5, dropout_every=3))["angles"]
     x[:, :, 5] = x[:, :, 0] * np.array([1.0, -1.0, -1.0])  # like RPelvis and LPelvis
     x[:, :, 7] = x[:, :, 2] + np.array([0.0, 0.0, 1.0])    # one channel differs: not tied
-    np.testing.assert_array_equal(train.occlusion_groups(x), [0, 1, 2, 3, 4, 0, 6, 7, 8, 9])
+    np.testing.assert_array_equal(data.occlusion_groups(x), [0, 1, 2, 3, 4, 0, 6, 7, 8, 9])
 
 
 def test_mean_curves_per_side():
     x = np.zeros((4, T, J, C), np.float32)
     x[:2] = 1.0
     x[1, 10] = np.nan  # a missing frame does not pull the mean
-    curves = train.mean_curves(x, np.array([True, True, False, False]))
+    st = lambda a, sides: data.from_arrays(a, side=sides)
+    curves = data.mean_curves(st(x, ["L", "L", "R", "R"]))
     np.testing.assert_array_equal(curves[0], 1.0)
     np.testing.assert_array_equal(curves[1], 0.0)
-    np.testing.assert_array_equal(train.mean_curves(x, np.zeros(4, bool))[0],
-                                  train.mean_curves(x, np.zeros(4, bool))[1])
+    one_side = data.mean_curves(st(x, ["R"] * 4))
+    np.testing.assert_array_equal(one_side[0], one_side[1])
     x[:, :, 3, 1] = np.nan  # a channel nobody has: NaN, which the model reads as the mean
     model = model_lib.create_model(_cfg(), **SHAPE)
     model.set_stats(np.full((J, C), 2.0), np.ones((J, C)))
-    model.set_curves(train.mean_curves(x, np.array([True, True, False, False])))
+    model.set_curves(data.mean_curves(st(x, ["L", "L", "R", "R"])))
     curves = np.asarray(model.curve_stjc[...])
     assert np.isfinite(curves).all() and (curves[:, :, 3, 1] == 0).all()
 
@@ -294,4 +307,25 @@ def test_relative_workdir(gait_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = train.train_and_evaluate(_cfg(total_steps=10), "runs/rel", data=gait_data)
     assert out["step"] == 10 and (tmp_path / "runs/rel/checkpoints/10").exists()
-    assert train.restore_model("runs/rel")[2]["step"] == 10
+    assert checkpointing.restore_model(Workdir("runs/rel"))[2]["step"] == 10
+
+
+def test_training_ends_calibrated_out_of_fold(embedded_data_dir, tmp_path):
+    """train_calibrated: the model, K fold models that never saw the subjects they score, and
+    calibration.json; recalibration from the fold models gives the same calibration."""
+    cfg = _cfg(total_steps=10)
+    cfg.calibration.folds = 2
+    cfg.data.update(train_split="train+validation", val_split="", data_dir=embedded_data_dir)
+    wd = Workdir(tmp_path / "run")
+    final = train.train_calibrated(cfg, wd)
+    cal = wd.calibration()
+    assert final["calibration_id"] == cal["id"] and cal["model_id"] == wd.meta()["model_id"]
+    assert cal["folds"]["k"] == 2 and cal["n_subjects"] == len(wd.meta()["train_subjects"])
+    for k in range(2):  # out of fold: a fold model never trained on a subject it scored
+        scored = {s for s, f in cal["folds"]["subjects"].items() if f == k}
+        assert scored and not scored & set(wd.fold(k).meta()["train_subjects"])
+    assert wd.fold(0).meta()["train_subjects"] != wd.fold(1).meta()["train_subjects"]
+    oof = wd.arrays("oof.npz")
+    assert len(oof["residual"]) == cal["n_strides"] and set(oof["fold"].tolist()) == {0, 1}
+    again = calibrate.calibrate_workdir(wd)
+    assert again["id"] == cal["id"]

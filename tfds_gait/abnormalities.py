@@ -194,8 +194,9 @@ def foot_offs(foot_off_pct, n: int) -> np.ndarray:
 
 def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
                         joint_names: Sequence[str], *, severities: Sequence[float] = (0.5, 1.0),
-                        seed: int = 0, foot_off_pct=None) -> dict[str, np.ndarray]:
-    """Every stride x abnormality x severity, the affected side drawn by seed per stride/kind.
+                        seed: int = 0, foot_off_pct=None, groups=None) -> dict[str, np.ndarray]:
+    """Every stride x abnormality x severity, the affected side drawn by seed per stride/kind
+    (per group/kind with `groups` [S], e.g. the recording: a trial's strides share it).
 
     `foot_off_pct`: None (the reference), one value, or one per stride (NaN -> reference).
     """
@@ -203,9 +204,11 @@ def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
     fo = foot_offs(foot_off_pct, len(angles_stjc))
     keys = ("angles", "clean_index", "kind", "severity", "affected_side", "truth")
     rows = {k: [] for k in keys}
+    drawn: dict = {}
     for i, (stride, stride_side) in enumerate(zip(angles_stjc, sides)):
         for kind in ABNORMALITIES:
-            side = str(rng.choice(["L", "R"]))
+            key = (i if groups is None else groups[i], kind)
+            side = drawn.setdefault(key, str(rng.choice(["L", "R"])))
             for sev in severities:
                 pert, truth = apply(stride, joint_names, kind, side=side, severity=sev,
                                     stride_side=str(stride_side), foot_off_pct=float(fo[i]))

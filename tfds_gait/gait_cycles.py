@@ -27,7 +27,6 @@ import tensorflow_datasets as tfds
 
 from tfds_gait import c3d as c3d_lib
 from tfds_gait import joints as joints_lib
-from tfds_gait import stats as stats_lib
 from tfds_gait import strides as strides_lib
 from tfds_gait import synthetic as synthetic_lib
 from tfds_gait.errors import GaitDataError
@@ -216,12 +215,6 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
         """Yields (key, example) per stride."""
         for s in strides:
             yield f"{s['subject']}/{s['trial']}/{s['side']}{s['stride_index']}", _example(s)
-
-    def download_and_prepare(self, *args, **kwargs):
-        """Prepares the splits, then writes the train-split normalization stats beside them."""
-        super().download_and_prepare(*args, **kwargs)
-        if not os.path.exists(os.path.join(os.fspath(self.data_dir), stats_lib.STATS_FILE)):
-            stats_lib.write_stats(self, joints_lib.joint_names(JOINT_SET))
 
 
 def _synthetic(train: list[dict]) -> dict[str, list[dict]]:

@@ -37,7 +37,10 @@ def side_of(joint: str) -> str:
 
 
 def pretty(joint: str) -> str:
-    """Returns a clinician-readable name ('RKnee' -> 'right knee')."""
+    """Returns a clinician-readable name ('RKnee' -> 'right knee'; a name without a side
+    prefix is returned as it is)."""
+    if joint[:1] not in SIDES or len(joint) < 2 or not joint[1].isupper():
+        return joint
     side = {"L": "left", "R": "right"}[joint[0]]
     base = joint[1:]
     return f"{side} {_PRETTY.get(base, base.lower())}"

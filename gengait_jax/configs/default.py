@@ -17,13 +17,21 @@ def _base() -> ml_collections.ConfigDict:
         name="gait_cycles/embedded",  # TFDS name; `gait_cycles/c3d_dir` for a lab's own files
         data_dir="data_dir",          # where TFDS prepares the dataset
         manual_dir="",                # c3d_dir: the lab's folder of C3D files
-        train_split="train", val_split="validation", test_split="test"))
+        modality="angles",            # the TFDS feature the model reads
+        # Every normative subject but the test ones trains; the K fold models hold out their
+        # own subjects (their held-out loss is the validation loss), so no split is kept
+        # aside for validation ("" = none).
+        train_split="train+validation", val_split="", test_split="test"))
     c.model = ml_collections.ConfigDict(dict(
         patch=4,          # frames per token: T/patch time tokens per joint
         width=128, depth=4, heads=4, mlp_ratio=4,
         dec_width=96, dec_depth=2, dec_heads=4,
         dtype="float32",  # compute dtype; params stay float32
-        mean_curve_residual=True))  # tokens = deviation from the train split's mean curve
+        layout="stride",  # "own_phase": every joint in its own gait cycle (the other side's
+                          # joints rolled by half a cycle), one layout for left and right strides
+        mean_curve_residual=True,  # tokens = deviation from the train split's mean curve
+        linear_prior=False,  # a hidden joint starts from a ridge prediction from the body
+        prior_lambda=0.03))  # its penalty (x number of training strides)
     c.mask = ml_collections.ConfigDict(dict(
         ratio=0.75,             # random-token masks hide this fraction of the tokens
         joint_fraction=0.5,     # share of each batch trained with whole-joint masks
@@ -33,7 +41,17 @@ def _base() -> ml_collections.ConfigDict:
     c.augment = ml_collections.ConfigDict(dict(  # gengait_jax/augment.py; off: all 0
         mixup_prob=0.0,   # share of strides blended with another stride of the same side
         mirror_prob=0.0,  # share of strides with left and right joints swapped (angles only)
-        max_shift=0))     # strides rolled by up to this many frames (event timing error)
+        max_shift=0,      # strides rolled by up to this many frames (event timing error)
+        offset_sd=0.0))   # random constant per (stride, joint, channel), in training SDs
+    c.calibration = ml_collections.ConfigDict(dict(  # gengait_jax/calibration.py
+        folds=5,       # K subject-disjoint fold models give the out-of-fold residuals
+        alpha=0.05,    # family-wise false-flag rate of a healthy trial
+        window=20))    # points (% of the cycle) of the phase-local shape statistic
+    c.twin = ml_collections.ConfigDict(dict(  # gengait_jax/twin.py
+        withhold="phase",  # "joint": every token of a flagged joint; "phase": its abnormal part
+        num_samples=8,     # random context maskings for the band
+        phase_margin=1.0,  # "phase": withhold where the anomaly map > flag threshold - this
+        dilate=1))         # patches added on each side of an abnormal phase
     c.batch_size = 64       # global batch (all hosts together)
     c.eval_batch_size = 64  # validation batches (padded); a multiple of the data axis
     c.eval_occlusion = True  # also report pass-1 loss: each joint hidden in turn
@@ -55,6 +73,7 @@ def _base() -> ml_collections.ConfigDict:
 def tiny() -> ml_collections.ConfigDict:
     """Seconds-long runs for tests."""
     c = _base()
+    c.calibration.folds = 3
     c.model.update(width=32, depth=1, heads=2, mlp_ratio=2, dec_width=32, dec_depth=1,
                    dec_heads=2)
     c.batch_size = 16

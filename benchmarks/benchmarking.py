@@ -20,7 +20,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from gengait_jax import masking, model as model_lib, scoring, train, train_state
+from gengait_jax import compilation_cache, data as data_lib, input_pipeline, masking
+from gengait_jax import model as model_lib, scoring, train, train_state
+from gengait_jax.gengait import GenGait
 
 # Dense bf16 spec peaks (TFLOP/s per chip) for MFU, matched by substring of device_kind.
 SPEC_PEAK_TFLOPS = (("h200", 989.0), ("h100", 989.0), ("a100", 312.0), ("l4", 121.0),
@@ -88,7 +90,9 @@ def bench_train(cfg, shape: dict, batch_np: dict, min_s: float, peak: float) -> 
     graphdef, abstract = train_state.abstract_state(cfg, shape)
     shardings = train_state.state_shardings(abstract, mesh)
     j, c = shape["num_joints"], shape["num_channels"]
-    state = train_state.init_state(cfg, shape, shardings, np.zeros((j, c)), np.ones((j, c)) * 10)
+    refs = data_lib.References(np.zeros((j, c), np.float32), np.ones((j, c), np.float32) * 10,
+                               None, np.arange(j, dtype=np.int32))
+    state = train_state.init_state(cfg, shape, shardings, refs)
     data_sh = train_state.batch_sharding(mesh)
     with jax.set_mesh(mesh):
         step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
@@ -179,17 +183,18 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
 
 
 def trial_latency_ms(model: model_lib.GenGaitMAE, min_s: float) -> float:
-    """One TRIAL_STRIDES-stride trial through scoring.score_strides (all joints), warm."""
+    """One TRIAL_STRIDES-stride trial through the front door's pass 1 (GenGait.pass1), warm."""
     j, t = model.num_joints, model.num_patches * model.patch
     x = synthetic_batch(TRIAL_STRIDES, dict(num_frames=t, num_joints=j,
                                             num_channels=model.mean_jc.shape[-1]))["angles"]
-    return 1e3 * timeit(lambda: scoring.score_strides(model, x), min_s)
+    gg = GenGait(model, {"joint_names": [f"j{i}" for i in range(j)], "num_frames": t})
+    strides = data_lib.from_arrays(x)
+    return 1e3 * timeit(lambda: gg.pass1(strides), min_s)
 
 
-def bench_input(source, batch_size: int, min_s: float, min_batches: int = 20) -> dict:
-    """Strides/s of the grain train iterator over the array_record source (steady state)."""
-    from gengait_jax import input_pipeline
-    it = input_pipeline.train_iterator(source, batch_size, seed=0, process_index=0,
+def bench_input(strides, batch_size: int, min_s: float, min_batches: int = 20) -> dict:
+    """Strides/s of the grain train iterator over the training strides (steady state)."""
+    it = input_pipeline.train_iterator(strides, batch_size, seed=0, process_index=0,
                                        process_count=1)
     for _ in range(min_batches):  # fill grain's prefetch buffer: measure reads, not it
         next(it)
@@ -203,7 +208,6 @@ def bench_input(source, batch_size: int, min_s: float, min_batches: int = 20) ->
 
 def cache_probe(cfg_json: str, cache_dir: str) -> dict:
     """(In a fresh process) latency of the first pass-1 scoring with the given cache dir."""
-    from gengait_jax import compilation_cache
     compilation_cache.enable(cache_dir)
     cfg = ml_collections.ConfigDict(json.loads(cfg_json))
     model = model_lib.create_model(cfg, num_frames=100, num_joints=10, num_channels=3)
@@ -220,7 +224,7 @@ def bench_cache(cfg) -> dict:
         for name in ("cold", "warm"):
             t0 = time.perf_counter()
             res = subprocess.run(
-                [sys.executable, "-m", "gengait_jax.benchmarking", cfg.to_json(), cache_dir],
+                [sys.executable, "-m", "benchmarks.benchmarking", cfg.to_json(), cache_dir],
                 capture_output=True, text=True, check=True, cwd=os.getcwd())
             probe = json.loads(res.stdout.strip().splitlines()[-1])
             out[f"detect_{name}_s"] = probe["first_call_s"]
@@ -253,7 +257,7 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     done("peak")
     train.prepare_data(cfg)
     data = train.load_data(cfg)
-    shape = data.shape()
+    shape = data.train.shape
     res["input"] = bench_input(data.train, cfg.batch_size, min_s)
     batch = next(iter(bench_input_batches(data.train, cfg.batch_size)))
     done("input")
@@ -261,7 +265,7 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     res["input"]["ratio_to_train"] = res["input"]["strides_per_s"] / res["train"]["seq_per_s"]
     done("train")
     model = model_lib.create_model(cfg, **shape)
-    model.set_stats(data.mean_jc, data.std_jc)
+    model.set_references(data.refs)
     # The shipped pass 1 (scoring.occlusion_recon): rows-only decoding, one stride's J masks
     # at a time; then the full decode of every row in one vmap (what it replaced).
     res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
@@ -281,17 +285,16 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     return res
 
 
-def bench_input_batches(source, batch_size: int):
+def bench_input_batches(strides, batch_size: int):
     """One batch of real strides (the train benchmark's input)."""
-    from gengait_jax import input_pipeline
-    return input_pipeline.train_iterator(source, batch_size, seed=0, process_index=0,
+    return input_pipeline.train_iterator(strides, batch_size, seed=0, process_index=0,
                                          process_count=1)
 
 
 def _torch(cfg, shape, batch, res, quick, torch_compile):
     """The PyTorch reference timed on the same batch; (None, why) when torch is absent."""
     try:
-        from benchmarks import torch_reference
+        from benchmarks import torch_reference  # noqa: PLC0415  (optional: torch may be absent)
     except ImportError as e:
         return None, f"torch not installed ({e})"
     out = torch_reference.benchmark(cfg, shape, batch, quick=quick, try_compile=torch_compile,

@@ -1,0 +1,133 @@
+r"""Design study of pass 1, the calibration and the twin on VALIDATION people only: the K fold
+models and the strides each never saw (out of fold), never the test split.
+
+  python -m benchmarks.detection_study --workdir=runs/demo [--window=20 ...]
+
+For every fold k, its held-out strides are perturbed by the simulator (7 kinds x severities,
+one affected side per recording) and scored by fold model k; a calibration is fitted on the
+clean out-of-fold residuals of the OTHER folds' people (so the scored people are new to it
+too) and applied to fold k. Prints one JSON line per setting: stride- and trial-level
+localization (top-1, AUROC, flag recall / precision) per severity, the false-flag rate of
+clean trials, and (with --twin) the twin's deviation from the clean stride.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from gengait_jax import calibrate, calibration, data, metrics
+from gengait_jax.gengait import GenGait
+from gengait_jax.workdir import Workdir
+from tfds_gait import abnormalities
+
+STUDY = "study.npz"
+
+
+def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
+    """Perturbed out-of-fold strides with their fold model's pass-1 residuals (cached)."""
+    if wd.file(STUDY).exists():
+        return wd.arrays(STUDY)
+    strides = calibrate.normative_strides(wd)
+    k = int(wd.config().calibration.folds)
+    fold = data.folds(strides, k)
+    parts = []
+    for i in range(k):
+        held = strides.take(fold == i)
+        rec_id = np.char.add(np.char.add(held.subject.astype(str), "/"), held.trial.astype(str))
+        sim = abnormalities.make_evaluation_set(held.x, held.side, held.joint_names,
+                                                severities=severities, seed=seed + i,
+                                                foot_off_pct=held.foot_off_pct, groups=rec_id)
+        idx = np.concatenate([np.arange(len(held)), sim["clean_index"]])
+        x = np.concatenate([held.x, np.where(held.valid[sim["clean_index"]][..., None],
+                                             sim["angles"], np.nan)])
+        st = data.from_arrays(x, held.valid[idx], side=held.side[idx],
+                              subject=held.subject[idx], joint_names=held.joint_names)
+        gg = GenGait.from_workdir(wd.fold(i), calibrated=False)
+        parts.append(dict(
+            residual=gg.pass1(st).residual, x=x, clean=held.x[idx], fold=np.full(len(idx), i),
+            kind=np.concatenate([np.full(len(held), "clean"), sim["kind"].astype(str)]),
+            severity=np.concatenate([np.zeros(len(held)), sim["severity"]]),
+            truth=np.concatenate([np.zeros((len(held),) + held.x.shape[2:], bool),
+                                  sim["truth"]]),
+            subject=held.subject[idx].astype(str), side=held.side[idx].astype(str),
+            trial=rec_id[idx]))
+    out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    out["joint_names"] = np.array(strides.joint_names)
+    wd.write_arrays(STUDY, **out)
+    return out
+
+
+def calibrations(st: dict, **kw) -> dict[int, dict]:
+    """Per fold: a calibration on the clean residuals of the other folds' people."""
+    names = [str(n) for n in st["joint_names"]]
+    clean = st["kind"] == "clean"
+    out = {}
+    for k in np.unique(st["fold"]):
+        sel = clean & (st["fold"] != k)
+        out[int(k)] = calibration.fit(st["residual"][sel], st["side"][sel], st["subject"][sel],
+                                      names, **kw)
+    return out
+
+
+def localize(st: dict, cals: dict) -> dict:
+    """Stride- and trial-level localization and false flags with fold-held-out calibrations."""
+    n = len(st["kind"])
+    z = np.full((n, len(st["joint_names"])), np.nan)
+    flags = np.zeros_like(z, bool)
+    trial = np.char.add(np.char.add(st["trial"], "|"), np.char.add(
+        st["kind"], np.char.mod("%g", st["severity"])))
+    rows = []
+    for k, cal in cals.items():
+        sel = st["fold"] == k
+        sc = calibration.score(st["residual"][sel], st["side"][sel], cal)
+        z[sel], flags[sel] = sc["joint"], sc["flags"]
+        for t in np.unique(trial[sel]):
+            m = sel & (trial == t)
+            d = calibration.decide(st["residual"][m], st["side"][m], cal)
+            first = np.flatnonzero(m)[0]
+            rows.append(dict(z=d["z"], flags=d["flagged"], truth=st["truth"][m].any((0, 2)),
+                             kind=st["kind"][first], severity=st["severity"][first],
+                             subject=st["subject"][first]))
+    truth = st["truth"].any(-1)
+    out = {}
+    for sev in sorted(set(st["severity"][st["kind"] != "clean"].tolist())):
+        s = (st["kind"] != "clean") & (st["severity"] == sev)
+        tr = [r for r in rows if r["kind"] != "clean" and r["severity"] == sev]
+        tz, tf, tt = (np.stack([r[key] for r in tr]) for key in ("z", "flags", "truth"))
+        out[f"{sev:g}"] = {
+            "stride_top1": metrics.topk_accuracy(z[s], truth[s], 1)["value"],
+            "stride_auroc": metrics.joint_auroc(z[s], truth[s])["value"],
+            "stride_recall": metrics.flag_prf(flags[s], truth[s])["recall"],
+            "trial_top1": metrics.topk_accuracy(tz, tt, 1)["value"],
+            "trial_auroc": metrics.joint_auroc(tz, tt)["value"],
+            "trial_recall": metrics.flag_prf(tf, tt)["recall"],
+            "trial_precision": metrics.flag_prf(tf, tt)["precision"],
+            "per_kind_trial_top1": {kind: metrics.topk_accuracy(
+                np.stack([r["z"] for r in tr if r["kind"] == kind]),
+                np.stack([r["truth"] for r in tr if r["kind"] == kind]), 1)["value"]
+                for kind in sorted({r["kind"] for r in tr})}}
+    clean_rows = [r for r in rows if r["kind"] == "clean"]
+    out["clean"] = {"stride_ffr": float(flags[st["kind"] == "clean"].any(-1).mean()),
+                    "trial_ffr": float(np.mean([r["flags"].any() for r in clean_rows])),
+                    "n_trials": len(clean_rows)}
+    return out
+
+
+def main(argv: list[str]) -> None:
+    """--workdir=DIR [--window=W] [--alpha=A]: one JSON line."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--window", type=int, default=calibration.WINDOW)
+    p.add_argument("--alpha", type=float, default=calibration.ALPHA)
+    a = p.parse_args(argv)
+    st = make_study(Workdir(a.workdir))
+    res = localize(st, calibrations(st, width=a.window, alpha=a.alpha))
+    print(json.dumps({"window": a.window, "alpha": a.alpha, **res}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

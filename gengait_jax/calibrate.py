@@ -1,0 +1,70 @@
+"""Out-of-fold calibration of a workdir: each fold model scores the subjects it never saw, and
+the calibration (`calibration.fit`) is fitted on those residuals and written to the workdir.
+
+  calibrate_workdir("runs/demo")   # after train.train_folds; launch.detect --calibrate
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import logging
+
+from gengait_jax import calibration, data
+from gengait_jax.gengait import GenGait
+from gengait_jax.workdir import OOF, Workdir
+from tfds_gait.errors import GaitDataError
+
+
+def normative_strides(workdir: Workdir) -> data.Strides:
+    """The strides the workdir's model was trained on (its config's train split)."""
+    cfg = workdir.config()
+    return data.load_split(cfg.data.name, cfg.data.train_split, cfg.data.data_dir,
+                           cfg.data.get("modality", "angles"))
+
+
+def oof_residuals(workdir: Workdir, strides: data.Strides, k: int) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """Pass-1 residuals [N, T, J, C] of every stride by the fold model that did not train on
+    its subject, and the folds [N]."""
+    fold = data.folds(strides, k)
+    residual = np.full(strides.x.shape, np.nan, np.float32)
+    for i in range(k):
+        fw = workdir.fold(i)
+        if not fw.has_checkpoint():
+            raise GaitDataError(fw.path, f"no fold model: train the {k} fold models first "
+                                         f"(python -m launch.train, config calibration.folds)")
+        held = fold == i
+        gg = GenGait.from_workdir(fw, calibrated=False)
+        trained_on = set(gg.meta.get("train_subjects", []))
+        if trained_on & set(strides.subject[held].tolist()):
+            raise GaitDataError(fw.path, "fold model trained on subjects it should score: the "
+                                         "folds do not match the workdir's data")
+        residual[held] = gg.pass1(strides.take(held)).residual
+        logging.info("calibration: fold %d/%d scored %d strides of %d subjects", i + 1, k,
+                     int(held.sum()), len(set(strides.subject[held].tolist())))
+    return residual, fold
+
+
+def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = None,
+                      alpha: float | None = None) -> dict:
+    """Out-of-fold residuals of the fold models -> calibration.json (and oof.npz) of the
+    workdir's model; returns the calibration."""
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    wd.require()
+    cfg, meta = wd.config(), wd.meta()
+    strides = normative_strides(wd) if strides is None else strides
+    k = int(cfg.calibration.folds)
+    residual, fold = oof_residuals(wd, strides, k)
+    cal = calibration.fit(
+        residual, strides.side, strides.subject, strides.joint_names, cohorts=strides.cohort,
+        alpha=float(cfg.calibration.alpha if alpha is None else alpha),
+        width=int(cfg.calibration.window), model_id=meta.get("model_id"), x_ntjc=strides.x,
+        folds={"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
+                                                             fold.tolist())}})
+    wd.write_arrays(OOF, residual=residual, fold=fold, x=strides.x, side=strides.side.astype(str),
+                    subject=strides.subject.astype(str), cohort=strides.cohort.astype(str))
+    wd.write_calibration(cal)
+    logging.info("calibration %s: %d out-of-fold strides of %d subjects, stride threshold "
+                 "z > %.2f", cal["id"], cal["n_strides"], cal["n_subjects"],
+                 calibration.size_entry(cal, 1)["threshold"])
+    return cal

@@ -1,0 +1,312 @@
+"""`GenGait`, the inference front door: a trained model and its calibration, both passes.
+
+  gg = GenGait.from_workdir("runs/demo")        # model parameters only + calibration.json
+  result = gg.detect("trial.c3d")               # pass 1, trial decision, pass 2
+  result.write("out/")                          # scores.json twin.npz twin.csv report.png/html
+  print(result.summary())
+
+The steps are methods too (`pass1`, `decide`, `withheld`, `twin`), on `data.Strides`, so that
+detect, evaluate, the calibration and the benchmarks run the same code. Never imports training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import ml_collections
+import numpy as np
+
+from gengait_jax import calibration, checkpointing, data, inputs, report, report_html
+from gengait_jax import scoring, twin as twin_lib
+from gengait_jax.workdir import Workdir, write_json
+from tfds_gait import joints as joints_lib
+from tfds_gait.errors import GaitDataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass1:
+    """Pass 1 of N strides: reconstructions, residuals and (when calibrated) per-stride z."""
+
+    recon: np.ndarray        # [N, T, J, C] joint j reconstructed with j hidden
+    residual: np.ndarray     # [N, T, J, C] observed - recon (NaN: invalid / not scored)
+    scored: np.ndarray       # [N, J] bool
+    valid_frac: np.ndarray   # [N, J]
+    z: np.ndarray | None = None      # [N, J] one-stride joint z
+    flags: np.ndarray | None = None  # [N, J] one-stride flags
+
+    @property
+    def rms(self) -> np.ndarray:
+        """[N, J] RMS residual (physical units)."""
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(np.nanmean(self.residual ** 2, axis=(1, 3))) if self.residual.size \
+                else np.zeros(self.residual.shape[:1] + self.residual.shape[2:3])
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The trial decision over all its strides."""
+
+    z: np.ndarray            # [J] joint z (NaN: not scored)
+    flagged: np.ndarray      # [J] bool
+    threshold: float         # z threshold for k strides
+    k: int                   # strides it rests on
+    map: np.ndarray          # [T, J] anomaly map (shape z per phase, each joint's own cycle)
+    offset_z: np.ndarray     # [J, C]
+    shape_z: np.ndarray      # [J, C]
+
+
+class GenGait:
+    """A trained GenGait model with its calibration (see the module docstring)."""
+
+    def __init__(self, model, meta: dict, cal: dict | None = None,
+                 cfg: ml_collections.ConfigDict | None = None):
+        self.model, self.meta, self.calibration = model, meta, cal
+        self.cfg = cfg or ml_collections.ConfigDict()
+        if cal is not None and cal.get("model_id") != meta.get("model_id"):
+            raise GaitDataError("calibration.json", f"calibrates model {cal.get('model_id')}, "
+                                f"not {meta.get('model_id')}: recalibrate (--calibrate)")
+
+    @classmethod
+    def from_workdir(cls, workdir: str | Workdir, *, calibrated: bool = True,
+                     step: int | None = None) -> "GenGait":
+        """Restores the model parameters (no optimizer state) and, if asked, the calibration
+        (the cheap JSON checks first, then the checkpoint)."""
+        wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+        wd.require()
+        meta = wd.meta()
+        cal = wd.calibration() if calibrated else None
+        if cal is not None and cal.get("model_id") != meta.get("model_id"):
+            raise GaitDataError(wd.file("calibration.json"), f"calibrates model "
+                                f"{cal.get('model_id')}, not {meta.get('model_id')}: "
+                                f"recalibrate (--calibrate)")
+        model, cfg, meta = checkpointing.restore_model(wd, step)
+        return cls(model, meta, cal, cfg)
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return tuple(self.meta["joint_names"])
+
+    @property
+    def _twin_cfg(self) -> ml_collections.ConfigDict:
+        return self.cfg.get("twin") or ml_collections.ConfigDict(
+            dict(withhold="phase", num_samples=twin_lib.NUM_SAMPLES, phase_margin=1.0,
+                 dilate=1))
+
+    @property
+    def own_phase(self) -> bool:
+        """Whether the model reads strides with every joint in its own cycle."""
+        return self.cfg.get("model", {}).get("layout", "stride") == "own_phase"
+
+    def _to_model(self, strides: data.Strides) -> data.Strides:
+        """Strides in the model's layout."""
+        return data.own_phase(strides) if self.own_phase else strides
+
+    def _from_model(self, a: np.ndarray, strides: data.Strides) -> np.ndarray:
+        """A per-stride array of the model's layout back in the strides' layout."""
+        return data.to_own_phase(a, strides.side, self.joint_names, inverse=True) \
+            if self.own_phase else a
+
+    # ------------------------------------------------------------------ pass 1
+    def pass1(self, strides: data.Strides) -> Pass1:
+        """Every joint hidden in turn and reconstructed; calibrated z and flags if possible."""
+        m = self._to_model(strides)
+        p1 = scoring.score_strides(self.model, m.x, m.valid)
+        recon, residual = (self._from_model(a, strides) for a in (p1.recon_ntjc,
+                                                                 p1.residual_ntjc))
+        z = flags = None
+        if self.calibration is not None:
+            sc = calibration.score(residual, strides.side, self.calibration)
+            z, flags = sc["joint"], sc["flags"]
+        return Pass1(recon, residual, p1.scored_nj, p1.valid_frac_nj, z, flags)
+
+    def decide(self, strides: data.Strides, p1: Pass1 | None = None) -> Decision:
+        """The trial decision over all strides of `strides` (one recording, both sides)."""
+        self._require_calibration()
+        p1 = self.pass1(strides) if p1 is None else p1
+        d = calibration.decide(p1.residual, strides.side, self.calibration)
+        return Decision(d["z"], d["flagged"], d["threshold"], d["k"], d["map"], d["offset_z"],
+                        d["shape_z"])
+
+    # ------------------------------------------------------------------ pass 2
+    def withheld(self, strides: data.Strides, flagged_j: np.ndarray,
+                 map_tj: np.ndarray | None = None, threshold: float | None = None) -> np.ndarray:
+        """[N, P, J] tokens (in the model's layout) the twin withholds: every patch of a flagged
+        joint ("joint"), or its patches where the anomaly map exceeds the threshold minus
+        `twin.phase_margin`, dilated by `twin.dilate` patches ("phase"; all of it when no
+        phase does)."""
+        t, j, patch = int(self.meta["num_frames"]), len(self.joint_names), self.model.patch
+        p = t // patch
+        flagged = np.asarray(masking_groups(flagged_j, self.model), bool)
+        out = np.broadcast_to(flagged[None, None, :], (len(strides), p, j)).copy()
+        tc = self._twin_cfg
+        if tc.withhold == "joint" or map_tj is None:
+            return out
+        level = threshold - float(tc.get("phase_margin", 1.0))
+        hot = np.nan_to_num(np.asarray(map_tj, float), nan=-np.inf) > level  # own phase
+        for i, side in enumerate(strides.side.astype(str)):
+            shift = np.zeros(j, int) if self.own_phase else data.roll_of(self.joint_names,
+                                                                         side, t)
+            for jj in np.flatnonzero(flagged):
+                frames = np.roll(hot[:, jj], -shift[jj]) if hot[:, jj].any() else np.ones(t, bool)
+                pat = frames.reshape(p, patch).any(1)
+                for _ in range(int(tc.get("dilate", 1))):
+                    pat = pat | np.roll(pat, 1) | np.roll(pat, -1)
+                out[i, :, jj] = pat
+        return out
+
+    def twin(self, strides: data.Strides, withheld_npj: np.ndarray, *,
+             keep_observed: bool = True, num_samples: int | None = None) -> twin_lib.Twin:
+        """The normative twin with the `withheld` tokens hidden, and its band."""
+        sd = None
+        if self.calibration is not None and self.calibration.get("residual_sd") is not None:
+            own = np.repeat(np.asarray(self.calibration["residual_sd"], float)[None],
+                            len(strides), 0)
+            sd = own if self.own_phase else data.to_own_phase(own, strides.side,
+                                                              self.joint_names, inverse=True)
+        n = self._twin_cfg.num_samples if num_samples is None else num_samples
+        m = self._to_model(strides)
+        tw = twin_lib.normative_twin(self.model, m.x, m.valid, withheld_npj,
+                                     num_samples=int(n), keep_observed=keep_observed,
+                                     residual_sd_ntjc=sd)
+        return twin_lib.Twin(*(self._from_model(a, strides) for a in (
+            tw.twin_ntjc, tw.recon_ntjc, tw.sd_ntjc, tw.replaced_ntj)))
+
+    # ------------------------------------------------------------------ detect
+    def detect(self, source: str | data.Strides, *, keep_observed: bool = True,
+               num_samples: int | None = None, static: str | None = "auto") -> "DetectResult":
+        """Both passes on a file (.c3d / .npz, checked) or on strides; one result object."""
+        self._require_calibration()
+        if isinstance(source, data.Strides):
+            strides, notes, path = source, [], "<strides>"
+        else:
+            strides, notes = inputs.load(source, self.meta, static)
+            path = str(source)
+        p1 = self.pass1(strides)
+        dec = self.decide(strides, p1)
+        withheld = self.withheld(strides, dec.flagged, dec.map, dec.threshold)
+        tw = self.twin(strides, withheld, keep_observed=keep_observed, num_samples=num_samples)
+        return DetectResult(path, strides, p1, dec, tw, self.meta, self.calibration, notes)
+
+    def _require_calibration(self) -> None:
+        if self.calibration is None:
+            raise GaitDataError("calibration.json", "this GenGait has no calibration: "
+                                "calibrate first (python -m launch.detect --calibrate)")
+
+
+def masking_groups(flagged_j, model) -> np.ndarray:
+    """Flagged joints extended to their occlusion groups (LPelvis flagged withholds RPelvis)."""
+    f = np.asarray(flagged_j, bool)
+    g = np.asarray(model.group_j[...])
+    return (f[None, :] & (g[:, None] == g[None, :])).any(-1)
+
+
+def channel_info(meta: dict) -> tuple[list[str], str]:
+    """Channel names and units from the meta (angles: the three planes in degrees)."""
+    c = int(meta["num_channels"])
+    if meta.get("channel_names"):
+        return list(meta["channel_names"]), meta.get("units", "")
+    if meta.get("modality", "angles") == "angles" and c == len(joints_lib.CHANNELS):
+        return list(joints_lib.CHANNELS), meta.get("units", "deg")
+    return [f"channel {i}" for i in range(c)], meta.get("units", "")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectResult:
+    """What detect found on one input: strides, both passes, the decision, and the outputs."""
+
+    input: str
+    strides: data.Strides
+    pass1: Pass1
+    decision: Decision
+    twin: twin_lib.Twin
+    meta: dict
+    calibration: dict
+    notes: list
+
+    @property
+    def flagged(self) -> list[str]:
+        return [n for n, f in zip(self.meta["joint_names"], self.decision.flagged) if f]
+
+    def scores(self) -> dict:
+        """The scores.json content (schema: BUILD_NOTES "Detect")."""
+        p1, dec, names = self.pass1, self.decision, list(self.meta["joint_names"])
+        channels, units = channel_info(self.meta)
+        side = self.strides.side
+        joints = {}
+        for j, name in enumerate(names):
+            scored = bool(np.isfinite(dec.z[j]))
+            per_stride = [{"stride": i, "side": str(side[i]) or None,
+                           "z": p1.z[i, j], "flagged": bool(p1.flags[i, j]),
+                           "rms": p1.rms[i, j],
+                           "valid_fraction": round(float(p1.valid_frac[i, j]), 3)}
+                          for i in range(len(side))]
+            joints[name] = {
+                "name": joints_lib.pretty(name), "z": dec.z[j] if scored else None,
+                "flagged": bool(dec.flagged[j]), "scored": scored,
+                "n_strides_scored": int(np.isfinite(p1.z[:, j]).sum()), "units": units,
+                "rms": float(np.nanmedian(p1.rms[:, j])) if scored else None,
+                "channels": {ch: {"offset_z": dec.offset_z[j, c], "shape_z": dec.shape_z[j, c]}
+                             for c, ch in enumerate(channels)},
+                "phase_z": np.round(dec.map[:, j], 2), "per_stride": per_stride}
+        return {"input": self.input, "model_id": self.meta.get("model_id"),
+                "calibration_id": self.calibration["id"], "n_strides": len(side),
+                "sides": side.tolist(), "units": units,
+                "threshold": {"z": dec.threshold, "alpha": self.calibration["alpha"],
+                              "strides": dec.k, "calibrated_for": f"{dec.k} stride(s)",
+                              "statistic": "max over channels of the offset and phase-local "
+                                           "shape z of the trial's mean residual",
+                              "calibration_strides": self.calibration["n_strides"]},
+                "flagged": self.flagged,
+                "not_scored": [n for n, v in joints.items() if not v["scored"]],
+                "notes": list(self.notes), "joints": joints}
+
+    def summary(self) -> str:
+        """A short human summary."""
+        s = self.scores()
+        side = [x for x in s["sides"] if x]
+        side_txt = "" if not side else " (" + ", ".join(
+            f"{side.count(x)} {x}" for x in ("L", "R") if side.count(x)) + ")"
+        lines = [f"{s['input']}: {s['n_strides']} stride(s){side_txt}; flag threshold "
+                 f"z > {s['threshold']['z']:.2f} (false-flag rate "
+                 f"{100 * s['threshold']['alpha']:.0f} % per healthy trial)"]
+        lines += [f"  note: {n}" for n in s["notes"]]
+        j = s["joints"]
+        flagged = sorted(s["flagged"], key=lambda n: -j[n]["z"])
+        lines.append("  flagged: " + (", ".join(f"{j[n]['name']} (z {j[n]['z']:.1f})"
+                                                for n in flagged) or "none"))
+        if s["not_scored"]:
+            lines.append("  not scored (too little valid data): " + ", ".join(
+                j[n]["name"] for n in s["not_scored"]))
+        return "\n".join(lines)
+
+    def write(self, out_dir: str) -> dict[str, str]:
+        """scores.json, twin.npz, twin.csv, report.png and report.html in out_dir."""
+        os.makedirs(out_dir, exist_ok=True)
+        names, tw = list(self.meta["joint_names"]), self.twin
+        channels, units = channel_info(self.meta)
+        scores = self.scores()
+        paths = {"scores": str(write_json(os.path.join(out_dir, "scores.json"), scores))}
+        paths["twin_npz"] = os.path.join(out_dir, "twin.npz")
+        np.savez_compressed(paths["twin_npz"], input=self.strides.x, twin=tw.twin_ntjc,
+                            band=tw.sd_ntjc, recon=tw.recon_ntjc, valid=self.strides.valid,
+                            joint_names=np.array(names), channel_names=np.array(channels),
+                            flagged=self.decision.flagged, side=self.strides.side.astype(str))
+        paths["twin_csv"] = report.write_twin_csv(
+            os.path.join(out_dir, "twin.csv"), joint_names=names, channel_names=channels,
+            x_ntjc=self.strides.x, twin_ntjc=tw.twin_ntjc, sd_ntjc=tw.sd_ntjc,
+            sides=self.strides.side)
+        norm, source = report.normative_curves(self.meta, self.calibration)
+        title = (f"GenGait — {os.path.basename(self.input)}: {len(self.strides)} stride(s); "
+                 f"model {self.meta.get('model_id')}, calibration {self.calibration['id']}; "
+                 f"grey band: {source}")
+        figure = dict(joint_names=names, channel_names=channels, units=units,
+                      x_ntjc=self.strides.x, twin_ntjc=tw.twin_ntjc, sd_ntjc=tw.sd_ntjc,
+                      z_j=self.decision.z, flagged_j=self.decision.flagged,
+                      scored_j=np.isfinite(self.decision.z), threshold=self.decision.threshold,
+                      normative=norm, sides=self.strides.side)
+        paths["report"] = report.plot_report(os.path.join(out_dir, "report.png"), title=title,
+                                             **figure)
+        paths["html"] = report_html.write(os.path.join(out_dir, "report.html"), scores=scores,
+                                          map_tj=self.decision.map, title=title, **figure)
+        return paths

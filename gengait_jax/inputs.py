@@ -1,0 +1,190 @@
+"""Detect inputs -> checked `data.Strides` in the model's joint order and stride length.
+
+A `.c3d` trial (Plug-in-Gait outputs or the markers of a known set; segmented into strides by
+tfds_gait, events marked or detected from the markers), or an `.npz` with `angles`
+[N, T, J, C] (or one stride [T, J, C]) and optional `valid` [N, T, J], `side` [N] and
+`joint_names` [J]. Every problem raises GaitDataError: ONE line naming the file and the
+problem. What was fixed on the way (resampling, dropped strides, estimated measurements) is
+returned as notes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from gengait_jax import data
+from tfds_gait import c3d, joints as joints_lib, strides as strides_lib
+from tfds_gait.errors import GaitDataError
+
+MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized stride
+RADIAN_MAX_ABS = 3.5  # angles whose largest |value| is below this (~pi) look like radians
+SCALE_RATIO = 0.1     # input spread < 0.1x (or > 10x) the training spread: wrong units
+SUFFIXES = (".c3d", ".npz")
+
+
+def resample(x: np.ndarray, t_out: int) -> np.ndarray:
+    """Linear resampling of axis 1 onto t_out points of the same (end-exclusive) cycle."""
+    t_in = x.shape[1]
+    src = np.arange(t_out) * t_in / t_out
+    lo = np.minimum(np.floor(src).astype(int), t_in - 1)
+    hi, w = np.minimum(lo + 1, t_in - 1), (src - np.floor(src)).reshape(
+        (1, -1) + (1,) * (x.ndim - 2))
+    return (1 - w) * x[:, lo] + w * x[:, hi]
+
+
+def _fit_length(path: str, x: np.ndarray, valid: np.ndarray, t: int, notes: list):
+    """Same T as the checkpoint: T+1 points (0-100 % inclusive) drop the last, else resample."""
+    t_in = x.shape[1]
+    if t_in == t:
+        return x, valid
+    if t_in < MIN_POINTS:
+        raise GaitDataError(path, f"strides have {t_in} points, too short: expected {t} "
+                                  f"time-normalized points per stride")
+    if t_in == t + 1:
+        notes.append(f"{t + 1} points per stride (0-100 % inclusive): dropped the last")
+        return x[:, :t], valid[:, :t]
+    notes.append(f"resampled strides from {t_in} to {t} points (linear)")
+    v = resample(valid.astype(float), t) > 0.999  # a frame near an invalid one is invalid
+    return resample(np.nan_to_num(x), t), v
+
+
+def _reorder(path: str, x, valid, names, meta: dict):
+    """Puts the joints in the checkpoint's order (by name when the file names them)."""
+    want = list(meta["joint_names"])
+    if names is None:
+        if x.shape[2] != len(want):
+            raise GaitDataError(path, f"{x.shape[2]} joints, but the model expects {len(want)} "
+                                      f"({', '.join(want)})")
+        return x, valid
+    names = [str(n) for n in np.asarray(names).tolist()]
+    missing = [n for n in want if n not in names]
+    if missing:
+        known = {k: v for k, v in joints_lib.JOINT_SETS.items() if tuple(want) == v}
+        raise GaitDataError(path, f"joint set mismatch: missing {', '.join(missing)}; the model "
+                                  f"expects {sorted(known) or want}")
+    idx = [names.index(n) for n in want]
+    return x[:, :, idx], valid[:, :, idx]
+
+
+def check_units(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None:
+    """Radians for degrees (angles) or another unit: the spread is far from the training one."""
+    vals = x[valid] if valid.any() else np.zeros((0, x.shape[-1]))
+    if vals.size == 0:
+        return
+    train_mean = np.asarray(meta["stats"]["mean"], float)
+    train_sd = np.asarray(meta["stats"]["std"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd_jc = np.nanstd(np.where(valid[..., None], x, np.nan), axis=(0, 1))
+        ratio = float(np.nanmedian(sd_jc / np.maximum(train_sd, 1e-6)))
+    biggest = float(np.nanmax(np.abs(vals)))
+    train_span = float(np.max(np.abs(train_mean) + 2 * train_sd))
+    if (meta.get("modality", "angles") == "angles" and biggest < RADIAN_MAX_ABS
+            and train_span > 10 * RADIAN_MAX_ABS):
+        raise GaitDataError(path, f"angles look like radians (largest |value| {biggest:.2f}, "
+                                  f"training data reach {train_span:.0f}); convert to degrees")
+    if not SCALE_RATIO <= ratio <= 1 / SCALE_RATIO:
+        raise GaitDataError(path, f"values spread {ratio:.3g}x the training data's: wrong "
+                                  f"units?")
+
+
+def _finish(path: str, x, valid, side, meta: dict, notes: list, **fields) -> data.Strides:
+    """Length, NaN handling, empty strides, units: the checks shared by all formats."""
+    valid = valid & np.isfinite(x).all(-1)
+    x, valid = _fit_length(path, x, valid, int(meta["num_frames"]), notes)
+    if x.shape[-1] != int(meta["num_channels"]):
+        raise GaitDataError(path, f"{x.shape[-1]} channels per joint, the model expects "
+                                  f"{meta['num_channels']}")
+    empty = ~valid.any((1, 2))
+    if empty.all():
+        raise GaitDataError(path, "no stride has any valid (finite) value")
+    if empty.any():
+        notes.append(f"dropped {int(empty.sum())} stride(s) without valid values")
+        x, valid = x[~empty], valid[~empty]
+        side = None if side is None else side[~empty]
+        fields = {k: v[~empty] for k, v in fields.items()}
+    gaps = 1.0 - valid.mean()
+    if gaps > 0:
+        notes.append(f"{100 * gaps:.1f} % of joint-frames missing (NaN or invalid): excluded")
+    check_units(path, x, valid, meta)
+    return data.from_arrays(x, valid, side=side, joint_names=meta["joint_names"], **fields)
+
+
+def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
+    """Reads and checks an .npz of strides."""
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except Exception as e:  # noqa: BLE001  (zip/format errors of many kinds)
+        raise GaitDataError(path, f"not a readable .npz ({type(e).__name__})") from None
+    if "angles" not in arrays:
+        raise GaitDataError(path, f"no 'angles' array (arrays: "
+                                  f"{', '.join(sorted(arrays)) or 'none'})")
+    x = arrays["angles"]
+    if x.dtype.kind not in "fiu":
+        raise GaitDataError(path, f"'angles' has dtype {x.dtype}; expected float degrees")
+    x = x[None] if x.ndim == 3 else x
+    if x.ndim != 4 or 0 in x.shape:
+        raise GaitDataError(path, f"'angles' has shape {arrays['angles'].shape}; expected "
+                                  f"[strides, T, J, C]")
+    valid = np.ones(x.shape[:3], bool)
+    if "valid" in arrays:
+        v = arrays["valid"]
+        v = v[None] if v.ndim == 2 else v
+        if v.shape != x.shape[:3]:
+            raise GaitDataError(path, f"'valid' has shape {arrays['valid'].shape}; expected "
+                                      f"{x.shape[:3]}")
+        valid = v.astype(bool)
+    side = arrays.get("side")
+    if side is not None:
+        side = np.asarray(side).astype(str).reshape(-1)
+        if len(side) != len(x) or not set(side.tolist()) <= {"L", "R"}:
+            raise GaitDataError(path, "'side' must hold 'L' or 'R' for every stride")
+    x, valid = _reorder(path, x.astype(np.float64), valid, arrays.get("joint_names"), meta)
+    return _finish(path, x, valid, side, meta, notes)
+
+
+def joint_set_of(meta: dict) -> str | None:
+    """The canonical joint set whose names are the checkpoint's (None if none is)."""
+    want = tuple(meta["joint_names"])
+    return next((k for k, v in joints_lib.JOINT_SETS.items() if v == want), None)
+
+
+def load_c3d(path: str, meta: dict, notes: list, static: str | None = "auto") -> data.Strides:
+    """Reads a C3D trial and segments it into strides (events marked or detected)."""
+    joint_set = joint_set_of(meta)
+    if joint_set is None:
+        raise GaitDataError(path, f"the model's joints ({', '.join(meta['joint_names'])}) are "
+                                  f"no known joint set: cannot read them from a C3D file")
+    trial = c3d.read_trial(path, joint_set=joint_set, static=static)
+    rows = strides_lib.segment_strides(trial, num_points=int(meta["num_frames"]))
+    if not rows:
+        raise GaitDataError(path, "no usable stride (trial too short, no two foot strikes of "
+                                  "one side, or every stride skipped: see the warning above)")
+    x = np.stack([np.asarray(r["angles"], np.float64) for r in rows])
+    valid = np.stack([np.asarray(r["valid"], bool) for r in rows])
+    side = np.array([str(r["side"]) for r in rows])
+    x, valid = _reorder(path, x, valid, trial.joint_names, meta)
+    source = "Plug-in-Gait outputs" if trial.angle_source == "plugin_gait" else \
+        f"the {trial.marker_set} markers"
+    notes += [f"angles from {source}; {sum(r['events'] == 'marked' for r in rows)} of "
+              f"{len(rows)} stride(s) between marked events, the others detected"]
+    notes += list(trial.notes)
+    return _finish(path, x, valid, side, meta, notes,
+                   foot_off_pct=np.array([r["foot_off_pct"] for r in rows]),
+                   subject=np.array([trial.subject] * len(rows)),
+                   trial=np.array([trial.trial] * len(rows)))
+
+
+def load(path: str, meta: dict, static: str | None = "auto") -> tuple[data.Strides, list]:
+    """(strides, notes) of an input file, dispatched on its suffix."""
+    if not os.path.exists(path):
+        raise GaitDataError(path, "no such file")
+    ext = os.path.splitext(path)[1].lower()
+    notes: list[str] = []
+    if ext == ".npz":
+        return load_npz(path, meta, notes), notes
+    if ext == ".c3d":
+        return load_c3d(path, meta, notes, static), notes
+    raise GaitDataError(path, f"unknown input type {ext or '(none)'}: expected "
+                              f"{' or '.join(SUFFIXES)}")
