@@ -8,7 +8,9 @@ one affected side per recording) and scored by fold model k; a calibration is fi
 clean out-of-fold residuals of the OTHER folds' people (so the scored people are new to it
 too) and applied to fold k. Prints one JSON line per setting: stride- and trial-level
 localization (top-1, AUROC, flag recall / precision) per severity, the false-flag rate of
-clean trials, and (with --twin) the twin's deviation from the clean stride.
+clean trials, and (with --twin=joint|phase) the twin's deviation from the clean stride on
+the truly affected channels, before / after with the trial's own flags and with the true
+joints, against the population mean curve of the other folds' strides.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 
 import numpy as np
 
-from gengait_jax import calibrate, calibration, data, metrics
+from gengait_jax import baselines, calibrate, calibration, data, metrics
 from gengait_jax.gengait import GenGait
 from gengait_jax.workdir import Workdir
 from tfds_gait import abnormalities
@@ -78,8 +80,7 @@ def localize(st: dict, cals: dict) -> dict:
     n = len(st["kind"])
     z = np.full((n, len(st["joint_names"])), np.nan)
     flags = np.zeros_like(z, bool)
-    trial = np.char.add(np.char.add(st["trial"], "|"), np.char.add(
-        st["kind"], np.char.mod("%g", st["severity"])))
+    trial = _trial_ids(st)
     rows = []
     for k, cal in cals.items():
         sel = st["fold"] == k
@@ -117,16 +118,83 @@ def localize(st: dict, cals: dict) -> dict:
     return out
 
 
+def _trial_ids(st: dict) -> np.ndarray:
+    """A trial = one recording with one abnormality at one severity."""
+    return np.char.add(np.char.add(st["trial"], "|"), np.char.add(
+        st["kind"], np.char.mod("%g", st["severity"])))
+
+
+def twin_study(wd: Workdir, st: dict, cals: dict, withhold: str, margin: float,
+               dilate: int) -> dict:
+    """Per severity: the twin's RMS deviation (deg) from the clean stride on the affected
+    channels, before / own flags / true joints, the population mean on the same joints, and
+    the RMS change of the joints the trial did not flag."""
+    trial = _trial_ids(st)
+    rows = {key: [] for key in ("before", "after", "oracle", "pop", "pop_oracle", "unflagged",
+                                "severity")}
+    for k, cal in cals.items():
+        gg = GenGait.from_workdir(wd.fold(k), calibrated=False)
+        gg.cfg.twin.update(withhold=withhold, phase_margin=margin, dilate=dilate)
+        other = (st["fold"] != k) & (st["kind"] == "clean")
+        ref = baselines.fit_reference(st["clean"][other], sides=st["side"][other])
+        sel = np.flatnonzero((st["fold"] == k) & (st["kind"] != "clean"))
+        strides = data.from_arrays(st["x"][sel], np.isfinite(st["x"][sel]).all(-1),
+                                   side=st["side"][sel], joint_names=gg.joint_names)
+        own, orc = [], []
+        for t in np.unique(trial[sel]):
+            m = trial[sel] == t
+            d = calibration.decide(st["residual"][sel][m], st["side"][sel][m], cal)
+            sub = strides.take(m)
+            own.append((m, d["flagged"], gg.withheld(sub, d["flagged"], d["map"],
+                                                     d["threshold"])))
+            truth = st["truth"][sel][m].any((0, 2))
+            orc.append((m, truth, gg.withheld(sub, truth, d["map"], d["threshold"])))
+        for name, parts in (("after", own), ("oracle", orc)):
+            w = np.zeros((len(sel),) + parts[0][2].shape[1:], bool)
+            f = np.zeros((len(sel), len(gg.joint_names)), bool)
+            for m, flags, wm in parts:
+                w[m], f[m] = wm, flags
+            tw = gg.twin(strides, w, num_samples=0).twin_ntjc
+            truth = st["truth"][sel]
+            rows[name].append(metrics.rms_deviation(tw, st["clean"][sel], truth))
+            pop = baselines.population_mean_correction(ref, st["x"][sel], f, st["side"][sel])
+            rows["pop" if name == "after" else "pop_oracle"].append(
+                metrics.rms_deviation(pop, st["clean"][sel], truth))
+            if name == "after":
+                rows["unflagged"].append(metrics.rms_deviation(tw, st["x"][sel],
+                                                               ~f[..., None]))
+        rows["before"].append(metrics.rms_deviation(st["x"][sel], st["clean"][sel],
+                                                    st["truth"][sel]))
+        rows["severity"].append(st["severity"][sel])
+    r = {key: np.concatenate(v) for key, v in rows.items()}
+    return {f"{sev:g}": {key: float(np.nanmean(r[key][r["severity"] == sev]))
+                         for key in r if key != "severity"}
+            for sev in np.unique(r["severity"])}
+
+
 def main(argv: list[str]) -> None:
     """--workdir=DIR [--window=W] [--alpha=A]: one JSON line."""
     p = argparse.ArgumentParser()
     p.add_argument("--workdir", required=True)
     p.add_argument("--window", type=int, default=calibration.WINDOW)
     p.add_argument("--alpha", type=float, default=calibration.ALPHA)
+    p.add_argument("--channels", choices=("reliable", "all"), default="reliable")
+    p.add_argument("--offsets", action="store_true", help="offsets flag too")
+    p.add_argument("--twin", choices=("", "joint", "phase"), default="")
+    p.add_argument("--margin", type=float, default=1.0)
+    p.add_argument("--dilate", type=int, default=1)
     a = p.parse_args(argv)
-    st = make_study(Workdir(a.workdir))
-    res = localize(st, calibrations(st, width=a.window, alpha=a.alpha))
-    print(json.dumps({"window": a.window, "alpha": a.alpha, **res}))
+    wd = Workdir(a.workdir)
+    st = make_study(wd)
+    cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
+                        offsets=a.offsets)
+    if a.twin:
+        res = {"twin": twin_study(wd, st, cals, a.twin, a.margin, a.dilate),
+               "withhold": a.twin, "margin": a.margin, "dilate": a.dilate}
+    else:
+        res = localize(st, cals)
+    print(json.dumps({"window": a.window, "alpha": a.alpha, "channels": a.channels,
+                      "offsets": a.offsets, **res}))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,9 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
     cal = calibration.fit(
         residual, strides.side, strides.subject, strides.joint_names, cohorts=strides.cohort,
         alpha=float(cfg.calibration.alpha if alpha is None else alpha),
-        width=int(cfg.calibration.window), model_id=meta.get("model_id"), x_ntjc=strides.x,
+        width=int(cfg.calibration.window), channels=cfg.calibration.get("channels", "reliable"),
+        offsets=bool(cfg.calibration.get("offsets", False)), model_id=meta.get("model_id"),
+        x_ntjc=strides.x,
         folds={"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
                                                              fold.tolist())}})
     wd.write_arrays(OOF, residual=residual, fold=fold, x=strides.x, side=strides.side.astype(str),

@@ -11,13 +11,17 @@ the other side is half a cycle later in a stride) and, per (joint, channel), spl
   averaged over a window of `window` points (20 % of the cycle); the statistic is its largest
   |value| over the cycle (a 25 deg swing deficit is large there even when the whole-cycle RMS
   is not), and the anomaly map is that windowed value at every phase.
-Each statistic becomes a one-sided normal z against its OWN null: offsets against the OOF
-offsets' mean / SD (two-sided), shapes as log-normal (mean / SD of the log). A joint's z is the
-largest of its channels' and statistics' z; a trial (k strides) averages its strides' residuals
+Each statistic becomes a z against its OWN null: offsets against the OOF offsets' mean / SD
+(two-sided, as the one-sided z of the same p), shapes against their mean / SD (no log: measured,
+the log compressed large deviations; BUILD_NOTES "Calibration"). A joint's z is the largest of
+the z of its channels and statistics that the flag rule keeps (`flag_rule`: the reliable
+channels, shape only by default; offsets are reported, not flagged), and the map is the shape z
+of those channels at every phase. A trial (k strides) averages its strides' residuals
 first and uses nulls fitted on pseudo-trials of k OOF strides of one person. The flag
 threshold for k strides is the conformal (1 - alpha) quantile of the max-over-joints z of those
-pseudo-trials, each scored with null parameters fitted WITHOUT its own subject, so that a
-healthy new person's trial gets any flag with probability <= alpha (family-wise).
+pseudo-trials, each scored as a new person's: with the background (per-phase scale) and the null
+parameters fitted WITHOUT its own subject, so that a healthy new person's trial gets any flag
+with probability <= alpha (family-wise). Every subject weighs the same in the background.
 
 The OOF residuals come from K fold models, each trained without the subjects it scores
 (`train.train_folds`), so they are what a new person looks like to the final model.
@@ -36,6 +40,7 @@ import numpy as np
 import scipy.stats
 
 from gengait_jax import data
+from tfds_gait import joints as joints_lib
 
 ALPHA = 0.05
 WINDOW = 20
@@ -44,6 +49,7 @@ N_PSEUDO = 2000
 SD_SMOOTH = 5        # +/- points of circular smoothing of the per-phase residual SD
 SD_FLOOR = 0.05      # floor of every scale, relative to its median over the channel
 MIN_STRIDES = 20     # fewer OOF strides: no calibration (conformal rank needs >= 19 at 5 %)
+MIN_SIZE_SUBJECTS = 8  # a k-stride null needs this many subjects with >= k strides
 
 
 @contextlib.contextmanager
@@ -77,12 +83,21 @@ def _smooth_cycle(a_tjc: np.ndarray, half: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- statistics
 
-def background(e_ntjc: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-phase mean residual and SD of the offset-removed residual [T, J, C] (own phase)."""
+def _subject_mean(a_ntjc: np.ndarray, subjects: np.ndarray | None) -> np.ndarray:
+    """Mean over strides [T, J, C] with every subject weighing the same (NaN-aware)."""
+    if subjects is None:
+        return np.nanmean(a_ntjc, axis=0)
+    return np.nanmean(np.stack([np.nanmean(a_ntjc[subjects == s], axis=0)
+                                for s in np.unique(subjects)]), axis=0)
+
+
+def background(e_ntjc: np.ndarray, subjects: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-phase mean residual and SD of the offset-removed residual [T, J, C] (own phase),
+    every subject weighing the same (a 30 s treadmill trial does not set the scale)."""
     with _quiet():
-        mu = np.nanmean(e_ntjc, axis=0)
+        mu = _subject_mean(e_ntjc, subjects)
         d = e_ntjc - mu - np.nanmedian(e_ntjc - mu, axis=1, keepdims=True)
-        sd = np.sqrt(_smooth_cycle(np.nanmean(d ** 2, axis=0), SD_SMOOTH))
+        sd = np.sqrt(_smooth_cycle(_subject_mean(d ** 2, subjects), SD_SMOOTH))
         floor = SD_FLOOR * np.nanmedian(sd, axis=0, keepdims=True)
     return {"mu": np.nan_to_num(mu), "sd": np.maximum(np.nan_to_num(sd, nan=1.0), floor)}
 
@@ -99,11 +114,10 @@ def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray
 
 
 def null_params(st: dict) -> dict[str, np.ndarray]:
-    """Null of each statistic per (joint, channel): offset mean / SD, log-shape mean / SD."""
+    """Null of each statistic per (joint, channel): offset mean / SD, shape mean / SD."""
     with _quiet():
-        log_shape = np.log(np.maximum(st["shape"], 1e-6))
         out = {"off_mean": np.nanmean(st["offset"], 0), "off_sd": np.nanstd(st["offset"], 0),
-               "shape_mean": np.nanmean(log_shape, 0), "shape_sd": np.nanstd(log_shape, 0)}
+               "shape_mean": np.nanmean(st["shape"], 0), "shape_sd": np.nanstd(st["shape"], 0)}
     for k in ("off_sd", "shape_sd"):
         med = np.nanmedian(out[k]) if np.isfinite(out[k]).any() else 1.0
         out[k] = np.maximum(np.nan_to_num(out[k], nan=med), SD_FLOOR * med + 1e-9)
@@ -116,22 +130,44 @@ def _one_sided(z_two_sided: np.ndarray) -> np.ndarray:
     return scipy.stats.norm.isf(np.clip(p, 1e-300, 1.0))
 
 
-def zscores(st: dict, nul: dict) -> dict[str, np.ndarray]:
-    """Per (joint, channel) offset and shape z, the joint z [N, J] (max of both over the
-    channels) and the anomaly map [N, T, J] (shape z at every phase, max over channels)."""
+def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "reliable",
+              offsets: bool = False) -> dict:
+    """Which statistics a flag rests on: `channels` "reliable" (joints.reliable_channels) or
+    "all"; `offsets`: the offset statistic too (else only the shape one)."""
+    if channels not in ("reliable", "all"):
+        raise ValueError(f"calibration.channels={channels!r}: use 'reliable' or 'all'")
+    mask = joints_lib.reliable_channels(joint_names, num_channels) if channels == "reliable" \
+        else [[True] * num_channels for _ in joint_names]
+    return {"channels": channels, "mask": mask, "offsets": bool(offsets)}
+
+
+def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarray]:
+    """Per (joint, channel) offset and shape z; the joint z [N, J] = the max, over the
+    channels and statistics of the flag `rule`, of those z; the anomaly map [N, T, J] = shape z
+    at every phase, max over the rule's channels. No rule: every channel and statistic."""
     z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
+    mask = np.ones(z_off.shape[-2:], bool) if rule is None else np.asarray(rule["mask"], bool)
+    use_off = True if rule is None else rule["offsets"]
     with _quiet():
-        z_shape = (np.log(np.maximum(st["shape"], 1e-6)) - nul["shape_mean"]) / nul["shape_sd"]
-        joint = np.nanmax(np.stack([z_off, z_shape]), axis=(0, -1))
+        z_shape = (st["shape"] - nul["shape_mean"]) / nul["shape_sd"]
+        parts = [np.where(mask, z_shape, np.nan)] + ([np.where(mask, z_off, np.nan)]
+                                                      if use_off else [])
+        joint = np.nanmax(np.stack(parts), axis=(0, -1))
         out = {"offset": z_off, "shape": z_shape, "joint": joint}
         if "window" in st:
-            z_map = (np.log(np.maximum(np.abs(st["window"]), 1e-6))
-                     - nul["shape_mean"][None, None]) / nul["shape_sd"][None, None]
-            out["map"] = np.nanmax(z_map, axis=-1)
+            z_map = (np.abs(st["window"]) - nul["shape_mean"][None, None]) \
+                / nul["shape_sd"][None, None]
+            out["map"] = np.nanmax(np.where(mask, z_map, np.nan), axis=-1)
     return out
 
 
 # ----------------------------------------------------------------------------- pseudo-trials
+
+def _subjects_with(subjects: np.ndarray, k: int) -> np.ndarray:
+    """The subjects with at least k strides."""
+    names, counts = np.unique(subjects, return_counts=True)
+    return names[counts >= k]
+
 
 def pseudo_trials(subjects: np.ndarray, k: int, count: int, seed: int) -> np.ndarray:
     """[count, k] stride indices: k strides of one subject (uniform over subjects), without
@@ -160,23 +196,29 @@ def conformal_quantile(values, alpha: float) -> float:
 
 
 def _fit_size(e: np.ndarray, subjects: np.ndarray, k: int, bg: dict, width: int,
-              alpha: float, seed: int) -> dict:
+              alpha: float, seed: int, rule: dict) -> dict:
     """Null parameters and the family-wise threshold for trials of k strides: pseudo-trials of
-    k strides of one subject, subjects drawn uniformly (a subject with many strides, e.g. a
-    30 s treadmill trial, weighs as much as one with two)."""
-    index = pseudo_trials(subjects, k, N_PSEUDO, seed)
-    full = statistics(trial_residual(e, index), bg, width)
+    k distinct strides of one subject (the subjects with >= k strides), subjects drawn
+    uniformly (a subject with many strides, e.g. a 30 s treadmill trial, weighs as much as one
+    with four)."""
+    keep = np.flatnonzero(np.isin(subjects, _subjects_with(subjects, k)))
+    index = keep[pseudo_trials(subjects[keep], k, N_PSEUDO, seed)]
+    trials = trial_residual(e, index)
+    full = statistics(trials, bg, width)
     st = {name: full[name] for name in ("offset", "shape")}
     owner = subjects[index[:, 0]]
     nul = null_params(st)
     z_max = np.full(len(index), np.nan)
-    for s in np.unique(owner):  # each pseudo-trial scored with its subject left out
-        mine = owner == s
+    for s in np.unique(owner):  # each pseudo-trial scored as a new person's: its subject
+        mine = owner == s       # left out of the background (scale) and of the null
+        own = statistics(trials[mine], background(e[subjects != s], subjects[subjects != s]),
+                         width)
         loso = null_params({name: v[~mine] for name, v in st.items()})
         with _quiet():
-            z_max[mine] = np.nanmax(zscores({name: v[mine] for name, v in st.items()},
-                                            loso)["joint"], axis=-1)
+            z_max[mine] = np.nanmax(zscores({name: own[name] for name in st}, loso,
+                                            rule)["joint"], axis=-1)
     return {"k": k, "threshold": conformal_quantile(z_max, alpha), "n_trials": int(len(index)),
+            "n_subjects": int(len(np.unique(owner))),
             **{name: np.round(v, 5).tolist() for name, v in nul.items()}}
 
 
@@ -196,16 +238,20 @@ def reference_curves(x_ntjc, sides, min_strides: int = 5) -> dict:
 
 
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
-        alpha: float = ALPHA, width: int = WINDOW, folds: dict | None = None,
-        model_id: str | None = None, seed: int = 0, x_ntjc=None) -> dict:
-    """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides."""
+        alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
+        offsets: bool = False, folds: dict | None = None, model_id: str | None = None,
+        seed: int = 0, x_ntjc=None) -> dict:
+    """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides;
+    flags rest on the statistics of `flag_rule(channels, offsets)`."""
     subjects = np.asarray(subjects).astype(str)
     if len(residuals_ntjc) < MIN_STRIDES or len(set(subjects.tolist())) < 3:
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
     e = data.to_own_phase(residuals_ntjc, sides, joint_names)
-    bg = background(e)
-    sizes = [_fit_size(e, subjects, k, bg, width, alpha, seed) for k in TRIAL_SIZES]
+    bg = background(e, subjects)
+    rule = flag_rule(joint_names, e.shape[-1], channels, offsets)
+    sizes = [_fit_size(e, subjects, k, bg, width, alpha, seed, rule) for k in TRIAL_SIZES
+             if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
     names = list(joint_names)
     cal = {
         "model_id": model_id, "method": "oof-offset-shape", "alpha": alpha, "window": width,
@@ -214,7 +260,8 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         "cohorts": None if cohorts is None else dict(zip(*np.unique(
             np.asarray(cohorts).astype(str), return_counts=True))),
         "n_strides_scored": dict(zip(names, np.isfinite(e).all(-1).any(1).sum(0).tolist())),
-        "folds": folds, "background": {k: np.round(v, 4).tolist() for k, v in bg.items()},
+        "folds": folds, "flag_rule": rule,
+        "background": {k: np.round(v, 4).tolist() for k, v in bg.items()},
         "sizes": sizes,
         "threshold_method": "conformal max-over-joints z of leave-one-subject-out pseudo-trials",
     }
@@ -247,7 +294,7 @@ def score(residuals_ntjc, sides, cal: dict) -> dict:
     e = data.to_own_phase(residuals_ntjc, sides, cal["joint_names"])
     bg = {k: np.asarray(v) for k, v in cal["background"].items()}
     entry = size_entry(cal, 1)
-    z = zscores(statistics(e, bg, cal["window"]), _arrays(entry))
+    z = zscores(statistics(e, bg, cal["window"]), _arrays(entry), cal["flag_rule"])
     with _quiet():
         flags = np.nan_to_num(z["joint"], nan=-np.inf) > entry["threshold"]
     return dict(z, flags=flags, threshold=entry["threshold"])
@@ -262,7 +309,7 @@ def decide(residuals_ntjc, sides, cal: dict) -> dict:
     bg = {key: np.asarray(v) for key, v in cal["background"].items()}
     with _quiet():
         mean = np.nanmean(e, axis=0, keepdims=True)
-    z = zscores(statistics(mean, bg, cal["window"]), _arrays(entry))
+    z = zscores(statistics(mean, bg, cal["window"]), _arrays(entry), cal["flag_rule"])
     joint = z["joint"][0]
     flags = np.nan_to_num(joint, nan=-np.inf) > entry["threshold"]
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,

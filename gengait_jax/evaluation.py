@@ -96,6 +96,9 @@ def _per_stride(rec: dict, ref: baselines.Reference) -> dict:
     }
     if "twin_oracle" in rec:
         out["oracle_after"] = metrics.rms_deviation(rec["twin_oracle"], clean, truth_jc)
+    if "twin_oracle_sd" in rec:
+        out["coverage"] = band_coverage(clean, rec["twin_oracle"], rec["twin_oracle_sd"],
+                                        rec["twin_oracle_replaced"], truth_jc)
     return out
 
 
@@ -143,6 +146,10 @@ def _table(rec: dict, ps: dict, clean: dict, cps: dict, seed: int) -> dict:
     }
     if "oracle_after" in ps:
         out["correction_oracle_flags"] = correction(ps["before"], ps["oracle_after"], subj)
+    if "coverage" in ps:
+        cov = metrics.summary(ps["coverage"], subj)
+        out["twin_band"] = {"coverage_2sd": cov["mean"], "nominal": 0.954,
+                            "n_strides": cov["n"], "n_subjects": cov["n_subjects"]}
     return out
 
 
@@ -254,10 +261,23 @@ def run_gengait(gg: GenGait, rec: dict) -> dict:
     rec.update(trial=groups, trial_z=trial_z, trial_flags=trial_flags)
     twin = lambda flags: gg.twin(strides, np.concatenate([
         gg.withheld(strides.take([i]), flags[i], trial_map[i], thresholds[i])
-        for i in range(n)])).twin_ntjc
-    rec["twin"] = twin(trial_flags)
-    rec["twin_oracle"] = twin(rec["truth"].any(-1))
+        for i in range(n)]))
+    rec["twin"] = twin(trial_flags).twin_ntjc
+    oracle = twin(rec["truth"].any(-1))
+    rec.update(twin_oracle=oracle.twin_ntjc, twin_oracle_sd=oracle.sd_ntjc,
+               twin_oracle_replaced=oracle.replaced_ntj)
     return rec
+
+
+def band_coverage(clean, twin, sd, replaced_ntj, truth_njc, k: float = 2.0) -> np.ndarray:
+    """[N] share of the clean stride's samples within twin +/- k SD, over the replaced samples
+    of the truly affected channels (NaN: none)."""
+    sel = np.asarray(replaced_ntj, bool)[..., None] & np.asarray(truth_njc, bool)[:, None]
+    sel &= np.isfinite(clean) & np.isfinite(twin) & np.isfinite(sd)
+    with np.errstate(invalid="ignore"):
+        inside = np.abs(np.nan_to_num(clean) - np.nan_to_num(twin)) <= k * np.nan_to_num(sd)
+        return np.where(sel.any((1, 2, 3)), (inside & sel).sum((1, 2, 3))
+                        / np.maximum(sel.sum((1, 2, 3)), 1), np.nan)
 
 
 def evaluate_strides(gg: GenGait, test: data.Strides, train: data.Strides, *,

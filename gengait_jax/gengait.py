@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import ml_collections
 import numpy as np
@@ -38,9 +39,11 @@ class Pass1:
     @property
     def rms(self) -> np.ndarray:
         """[N, J] RMS residual (physical units)."""
-        with np.errstate(invalid="ignore"):
-            return np.sqrt(np.nanmean(self.residual ** 2, axis=(1, 3))) if self.residual.size \
-                else np.zeros(self.residual.shape[:1] + self.residual.shape[2:3])
+        if not self.residual.size:
+            return np.zeros(self.residual.shape[:1] + self.residual.shape[2:3])
+        with warnings.catch_warnings():  # a joint not scored: NaN, as intended
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.sqrt(np.nanmean(self.residual ** 2, axis=(1, 3)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +236,7 @@ class DetectResult:
         p1, dec, names = self.pass1, self.decision, list(self.meta["joint_names"])
         channels, units = channel_info(self.meta)
         side = self.strides.side
+        rule = self.calibration["flag_rule"]
         joints = {}
         for j, name in enumerate(names):
             scored = bool(np.isfinite(dec.z[j]))
@@ -246,7 +250,8 @@ class DetectResult:
                 "flagged": bool(dec.flagged[j]), "scored": scored,
                 "n_strides_scored": int(np.isfinite(p1.z[:, j]).sum()), "units": units,
                 "rms": float(np.nanmedian(p1.rms[:, j])) if scored else None,
-                "channels": {ch: {"offset_z": dec.offset_z[j, c], "shape_z": dec.shape_z[j, c]}
+                "channels": {ch: {"offset_z": dec.offset_z[j, c], "shape_z": dec.shape_z[j, c],
+                                  "can_flag": bool(rule["mask"][j][c])}
                              for c, ch in enumerate(channels)},
                 "phase_z": np.round(dec.map[:, j], 2), "per_stride": per_stride}
         return {"input": self.input, "model_id": self.meta.get("model_id"),
@@ -254,8 +259,10 @@ class DetectResult:
                 "sides": side.tolist(), "units": units,
                 "threshold": {"z": dec.threshold, "alpha": self.calibration["alpha"],
                               "strides": dec.k, "calibrated_for": f"{dec.k} stride(s)",
-                              "statistic": "max over channels of the offset and phase-local "
-                                           "shape z of the trial's mean residual",
+                              "statistic": "max over the {} channels of the phase-local "
+                                           "shape z{} of the trial's mean residual".format(
+                                               rule["channels"], " and offset z"
+                                               if rule["offsets"] else ""),
                               "calibration_strides": self.calibration["n_strides"]},
                 "flagged": self.flagged,
                 "not_scored": [n for n, v in joints.items() if not v["scored"]],

@@ -384,12 +384,14 @@ def train_folds(cfg: ml_collections.ConfigDict, workdir: str | Workdir,
     resumable like the main run; returns their final metrics."""
     workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     k = int(cfg.calibration.folds)
+    fold_cfg = ml_collections.ConfigDict(cfg.to_dict())
+    fold_cfg.log_every = max(cfg.log_every, cfg.total_steps // 2)  # a shorter console
     out = []
     for i, fold in enumerate(fold_data(cfg, strides, k)):
         logging.info("fold %d/%d: %d training strides, %d held out (%s)", i + 1, k,
                      len(fold.train), len(fold.validation),
                      ", ".join(sorted(set(fold.validation.subject.tolist()))))
-        out.append(train_and_evaluate(cfg, workdir.fold(i), data=fold))
+        out.append(train_and_evaluate(fold_cfg, workdir.fold(i), data=fold))
     return out
 
 

@@ -117,14 +117,15 @@ def trained(steps: int = 400):
 
 
 @functools.cache
-def calibration_of(n: int = 240, seed: int = 40, subjects: int = 24) -> dict:
-    """A calibration of `trained()` on n held-out healthy strides of `subjects` people."""
+def calibration_of(n: int = 240, seed: int = 40, subjects: int = 24, **fit_kw) -> dict:
+    """A calibration of `trained()` on n held-out healthy strides of `subjects` people
+    (`fit_kw`: calibration.fit's flag rule options)."""
     from gengait_jax import calibration, scoring
     model, _, meta = trained()
     d = strides(n, seed, subjects=subjects)
     res = scoring.score_strides(model, d["angles"], d["valid"]).residual_ntjc
     return calibration.fit(res, d["side"], d["subject"], NAMES, model_id=meta["model_id"],
-                           x_ntjc=d["angles"])
+                           x_ntjc=d["angles"], **fit_kw)
 
 
 def write_workdir(path: pathlib.Path, model=None, cfg=None, meta=None,

@@ -73,12 +73,42 @@ def test_a_one_stride_trial_gets_a_valid_decision():
     d = calibration.decide(one, s1, cal)
     assert d["k"] == 1 and d["threshold"] == calibration.size_entry(cal, 1)["threshold"]
     assert np.isfinite(d["z"]).all() and d["map"].shape == (100, len(NAMES))
-    one[0, :, 2, 0] += 30.0  # a large offset on one joint
+    knee = NAMES.index("LKnee")
+    one[0, 50:80, knee, 0] += 30.0 * np.sin(np.pi * np.arange(30) / 30)  # a swing deficit
     d = calibration.decide(one, s1, cal)
-    assert d["flagged"].tolist() == [j == 2 for j in range(len(NAMES))]
+    assert d["flagged"].tolist() == [j == knee for j in range(len(NAMES))]
     many = calibration.decide(np.concatenate([one] * 5), np.repeat(s1, 5), cal)
     assert many["k"] == 5 and many["threshold"] == calibration.size_entry(cal, 4)["threshold"]
-    assert len(cal["sizes"]) == len(calibration.TRIAL_SIZES)
+    # sizes need MIN_SIZE_SUBJECTS subjects with k distinct strides: 6 per subject here
+    assert [e["k"] for e in cal["sizes"]] == [k for k in calibration.TRIAL_SIZES if k <= 6]
+
+
+def test_offsets_are_reported_and_flag_only_when_asked():
+    res, side, subj = _null(25, 6, 5)
+    x, s1, _ = _null(1, 3, 6)
+    x[:, :, NAMES.index("RHip"), 0] += 40.0  # a constant offset of one joint
+    hip = NAMES.index("RHip")
+    default = calibration.decide(x, s1, calibration.fit(res, side, subj, NAMES))
+    assert not default["flagged"].any() and default["offset_z"][hip, 0] > default["threshold"]
+    with_offsets = calibration.decide(x, s1, calibration.fit(res, side, subj, NAMES,
+                                                             offsets=True))
+    assert with_offsets["flagged"].tolist() == [j == hip for j in range(len(NAMES))]
+
+
+def test_flags_rest_on_the_reliable_channels():
+    res, side, subj = _null(25, 6, 9)
+    x, s1, _ = _null(1, 3, 10)
+    knee = NAMES.index("RKnee")
+    own = np.array([0 if s == "R" else -50 for s in s1])
+    for i in range(len(x)):  # a large swing deviation in knee varus/valgus (frontal)
+        x[i, :, knee, 1] += np.roll(np.r_[np.zeros(60), 30 * np.sin(np.pi * np.arange(25) / 25),
+                                          np.zeros(15)], own[i])
+    rule = calibration.flag_rule(NAMES, 3)
+    assert rule["mask"][knee] == [True, False, False]  # knee: sagittal only
+    assert not calibration.decide(x, s1, calibration.fit(res, side, subj, NAMES))[
+        "flagged"].any()
+    assert calibration.decide(x, s1, calibration.fit(res, side, subj, NAMES, channels="all"))[
+        "flagged"][knee]
 
 
 def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials():

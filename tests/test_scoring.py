@@ -63,7 +63,7 @@ def test_invalid_values_never_matter_and_sparse_joints_are_not_scored():
 
 def test_offset_on_one_joint_makes_it_the_most_anomalous():
     model, _, meta = g.trained()
-    cal = g.calibration_of()
+    cal = g.calibration_of(offsets=True, channels="all")  # (default: shape, reliable channels)
     clean = g.strides(3, 8)
     hits = []
     for j in range(g.J):

@@ -94,16 +94,20 @@ def read_folder(folder: str, joint_set: str = JOINT_SET, cohort: str | None = No
         raise GaitDataError(folder, "no .c3d files found (is it the right folder?)" if not files
                             else "only static trials (names with _ST / static / cal) found")
     cohort = cohort or os.path.basename(os.path.normpath(folder))
-    out, bad = [], []
+    out, bad, skipped = [], [], {}
     for path in walks:
         try:
             trial = c3d_lib.read_trial(path, joint_set, subject=subject_of(path, folder))
             group = age_group(trial, default_age_group)
-            out += [dict(st, cohort=cohort, age_group=group)
-                    for st in strides_lib.segment_strides(trial, NUM_POINTS)]
+            out += [dict(st, cohort=cohort, age_group=group) for st in
+                    strides_lib.segment_strides(trial, NUM_POINTS, skipped_counts=skipped)]
         except GaitDataError as e:
             logging.warning("skipping %s", e)
             bad.append(path)
+    if any(skipped.values()):
+        logging.info("%s: %d strides from %d files; skipped strides: %s (rules: "
+                     "tfds_gait/strides.py)", folder, len(out), len(walks) - len(bad),
+                     ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v))
     if not out:
         raise GaitDataError(folder, f"no usable strides in {len(walks)} C3D files "
                                     f"({len(bad)} unreadable)")

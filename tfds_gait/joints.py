@@ -18,6 +18,13 @@ JOINT_SETS: dict[str, tuple[str, ...]] = {
 
 _PRETTY = {"FootProgress": "foot progression"}
 
+# Channels of marker-based joint angles that are reliable between sessions, raters and labs
+# (McGinley et al. 2009, Gait Posture 29:360, systematic review: errors < 5 deg for the pelvis,
+# hip sagittal and frontal, knee and ankle sagittal; larger for hip and knee rotation, knee
+# varus/valgus and the ankle's other planes). Flags rest on these (calibration "channels").
+RELIABLE_CHANNELS = {"Pelvis": (0, 1, 2), "Hip": (0, 1), "Knee": (0,), "Ankle": (0,),
+                     "FootProgress": (2,)}
+
 
 def joint_names(joint_set: str) -> tuple[str, ...]:
     """Returns the joint names of `joint_set` in canonical order (e.g. 'LKnee')."""
@@ -44,3 +51,13 @@ def pretty(joint: str) -> str:
     side = {"L": "left", "R": "right"}[joint[0]]
     base = joint[1:]
     return f"{side} {_PRETTY.get(base, base.lower())}"
+
+
+def reliable_channels(joints, num_channels: int = len(CHANNELS)):
+    """[J, C] bool: the reliable channels of each joint (RELIABLE_CHANNELS); a joint it does not
+    list (trunk, a skeleton's points) keeps every channel."""
+    out = []
+    for j in joints:
+        keep = RELIABLE_CHANNELS.get(j[1:] if j[:1] in SIDES else j)
+        out.append([keep is None or c in keep for c in range(num_channels)])
+    return out

@@ -102,8 +102,10 @@ def _stride(trial: Trial, side: str, s0: float, s1: float, offs: np.ndarray,
 
 def segment_strides(trial: Trial, num_points: int = 100,
                     max_gap_frames: int = MAX_GAP_FRAMES,
-                    max_heading_change_deg: float = MAX_HEADING_CHANGE_DEG) -> list[dict]:
-    """Cuts a trial into strides of both sides (see module docstring); skips are logged."""
+                    max_heading_change_deg: float = MAX_HEADING_CHANGE_DEG,
+                    skipped_counts: dict | None = None) -> list[dict]:
+    """Cuts a trial into strides of both sides (see module docstring); skips are logged, or
+    added to `skipped_counts` (a folder's reader logs one line for all its files)."""
     evs, _ = trial_events(trial)
     centre, axis = events_lib.pelvis_frame(trial)
     angles = fill_short_gaps(trial.angles, max_gap_frames)
@@ -125,7 +127,10 @@ def segment_strides(trial: Trial, num_points: int = 100,
                     skipped["off_axis"] += 1
                 else:
                     out.append(st)
-    if any(skipped.values()):
+    if skipped_counts is not None:
+        for k, v in skipped.items():
+            skipped_counts[k] = skipped_counts.get(k, 0) + v
+    elif any(skipped.values()):
         logging.warning("%s: skipped strides: %d implausible duration (outside %.1f-%.1f s), "
                         "%d turning (> %.0f deg), %d mostly missing, %d off the lab axis (pelvis "
                         "rotation or foot progression > %.0f deg)", trial.path, skipped["duration"], MIN_STRIDE_S,

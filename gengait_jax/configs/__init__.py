@@ -13,6 +13,7 @@ DEMO = f"{PRESETS_FILE}:demo"  # the launchers' default --config (works from any
 
 MODALITIES = ("angles", "positions")
 WITHHOLD = ("joint", "phase")
+CHANNEL_RULES = ("reliable", "all")
 NUM_FRAMES = 100  # points per stride of every gait_cycles config
 
 
@@ -41,6 +42,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                                             "not in (0, 0.5)")
     check(2 <= cfg.calibration.window <= NUM_FRAMES,
           f"calibration.window={cfg.calibration.window} is not in 2..{NUM_FRAMES}")
+    check(cfg.calibration.get("channels", "reliable") in CHANNEL_RULES,
+          f"calibration.channels={cfg.calibration.get('channels')!r}; expected one of "
+          f"{CHANNEL_RULES}")
     check(cfg.twin.withhold in WITHHOLD, f"twin.withhold={cfg.twin.withhold!r}; expected one "
                                          f"of {WITHHOLD}")
     if problems:
