@@ -40,7 +40,7 @@ def oof_residuals(workdir: Workdir, strides: data.Strides, k: int) -> tuple[np.n
             raise GaitDataError(fw.path, "fold model trained on subjects it should score: the "
                                          "folds do not match the workdir's data")
         residual[held] = gg.pass1(strides.take(held)).residual
-        logging.info("calibration: fold %d/%d scored %d strides of %d subjects", i + 1, k,
+        logging.vlog(1, "calibration: fold %d/%d scored %d strides of %d subjects", i + 1, k,
                      int(held.sum()), len(set(strides.subject[held].tolist())))
     return residual, fold
 

@@ -59,8 +59,19 @@ def _parse_flags(argv: list[str]) -> list[str]:
         sys.exit(2)
 
 
+def _help(module: str) -> None:
+    """--help: the launcher's docstring and its own flags on stdout, exit 0 (absl would name the
+    console-script wrapper's flags, none, and exit 1)."""
+    doc = (sys.modules[module].__doc__ or "").strip()
+    print(f"{doc}\n\nflags:\n{flags.FLAGS.module_help(module)}\n\n"
+          "--verbosity=1 shows library logs and tracebacks; --helpfull lists every flag.")
+    sys.exit(0)
+
+
 def run(main: Callable[[], None]) -> None:
     """Runs `main()` as an absl app with the conventions of the module docstring."""
+    if any(a in ("-h", "--help", "--helpshort", "-?") for a in sys.argv[1:]):
+        _help(main.__module__)
 
     def wrapped(argv) -> None:
         del argv

@@ -144,3 +144,10 @@ def test_bad_input_and_missing_calibration_exit_non_zero_in_one_line(workdir, tm
         GenGait.from_workdir(nocal)
     with pytest.raises(GaitDataError, match="no such workdir"):
         GenGait.from_workdir(str(tmp_path / "nope"))
+
+
+def test_help_lists_the_launchers_own_flags_and_exits_zero():
+    r = subprocess.run([sys.executable, "-m", "launch.detect", "--help"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--input" in r.stdout and "--calibrate" in r.stdout and "scores.json" in r.stdout

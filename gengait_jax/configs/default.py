@@ -109,7 +109,7 @@ def demo() -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.eval_batch_size = 32
     c.total_steps = 1000
-    c.log_every = 100
+    c.log_every = 200
     c.eval_every = 400
     c.checkpoint_every = 400
     return c
