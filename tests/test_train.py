@@ -182,6 +182,18 @@ def test_bad_preset_is_one_line_error():
     assert len(r.stderr.strip().splitlines()) == 1 and "unknown preset" in r.stderr
 
 
+def test_bucket_data_dir_and_bad_values_are_one_line_config_errors():
+    r = subprocess.run([sys.executable, "-m", "launch.train",
+                        "--config=gengait_jax/configs/default.py:tiny", "--workdir=/tmp/x",
+                        "--config.data.data_dir=gs://bucket/tfds",
+                        "--config.calibration.channels=some"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    line, = r.stderr.strip().splitlines()
+    assert "data.data_dir=gs://bucket/tfds" in line and "local data_dir" in line
+    assert "calibration.channels='some'" in line
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _compilation_cache(tmp_path_factory):
     """A persistent XLA cache for this module, so runs of an identical step compile once."""

@@ -23,6 +23,10 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     problems = []
     check = lambda ok, msg: ok or problems.append(msg)
     check(bool(cfg.data.name), "data.name is empty")
+    check("://" not in str(cfg.data.data_dir),
+          f"data.data_dir={cfg.data.data_dir}: TFDS cannot write array_record files to a "
+          "bucket (array_record's writer opens local files only); use a local data_dir on "
+          "every host (each host builds the same dataset; the workdir can be gs://)")
     check(cfg.data.get("modality", "angles") in MODALITIES,
           f"data.modality={cfg.data.get('modality')!r}; expected one of {MODALITIES}")
     check(cfg.model.patch >= 1 and NUM_FRAMES % cfg.model.patch == 0,

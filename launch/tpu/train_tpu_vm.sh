@@ -10,14 +10,15 @@
 #        installs the pinned requirements plus jax[tpu] and GCS support into its .venv.
 # train  starts `python -m launch.train --distributed` in the background on every worker
 #        (jax.distributed.initialize() finds the other workers by itself on a TPU VM).
-#        The workdir and the TFDS data_dir must be on GCS so that every host sees them:
-#        process 0 prepares the dataset, orbax writes one checkpoint from all hosts, and
-#        metrics.jsonl / TensorBoard come from host 0. Rerunning `train` resumes.
+#        The workdir must be on GCS so that every host sees it: orbax writes one checkpoint
+#        from all hosts, and metrics.jsonl / TensorBoard come from host 0. The TFDS data_dir
+#        is local on every worker (process 0 builds the dataset, then the others build the
+#        same one; array_record cannot write to a bucket). Rerunning `train` resumes.
 # stop   sends SIGTERM to the training process of every worker: JAX's preemption service
 #        makes all hosts agree on one step, where they save a checkpoint and exit. (Ctrl-C
 #        is for single-host runs: on several hosts the hosts would not agree on the step.)
 #
-# Environment: PRESET (default paper), DATA_DIR (default <workdir>/../tfds),
+# Environment: PRESET (default paper), DATA_DIR (a local path, default ~/gengait-jax/data_dir),
 #              PROJECT (gcloud --project, optional).
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,22p' "$0"; exit 2; }
@@ -42,7 +43,7 @@ case "$action" in
     [ $# -ge 1 ] || { echo "train needs a gs:// workdir" >&2; exit 2; }
     workdir="$1"; shift
     case "$workdir" in gs://*) ;; *) echo "workdir must be gs:// on a multi-host VM" >&2; exit 2;; esac
-    data_dir="${DATA_DIR:-${workdir%/*}/tfds}"
+    data_dir="${DATA_DIR:-data_dir}"  # relative to ~/gengait-jax on every worker
     extra=""; [ $# -gt 0 ] && extra="$(printf ' %q' "$@")"
     on_all "cd ~/gengait-jax && nohup .venv/bin/python -m launch.train --distributed \
       --config=gengait_jax/configs/default.py:${PRESET:-paper} --workdir=$workdir \
