@@ -91,15 +91,46 @@ def _subject_mean(a_ntjc: np.ndarray, subjects: np.ndarray | None) -> np.ndarray
                                 for s in np.unique(subjects)]), axis=0)
 
 
+def _finish_background(mu: np.ndarray, msq: np.ndarray) -> dict[str, np.ndarray]:
+    """The background from the mean residual and the mean squared deviation [T, J, C]."""
+    with _quiet():
+        sd = np.sqrt(_smooth_cycle(msq, SD_SMOOTH))
+        floor = SD_FLOOR * np.nanmedian(sd, axis=0, keepdims=True)
+    return {"mu": np.nan_to_num(mu), "sd": np.maximum(np.nan_to_num(sd, nan=1.0), floor)}
+
+
+def _subject_parts(e_ntjc: np.ndarray, subjects: np.ndarray) -> tuple:
+    """Per subject: mean residual and mean squared offset-removed deviation [S, T, J, C]."""
+    names = np.unique(subjects)
+    with _quiet():
+        mean_s = np.stack([np.nanmean(e_ntjc[subjects == s], axis=0) for s in names])
+        mu = np.nanmean(mean_s, axis=0)
+        d = e_ntjc - mu - np.nanmedian(e_ntjc - mu, axis=1, keepdims=True)
+        msq_s = np.stack([np.nanmean(d[subjects == s] ** 2, axis=0) for s in names])
+    return names, mean_s, msq_s
+
+
 def background(e_ntjc: np.ndarray, subjects: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Per-phase mean residual and SD of the offset-removed residual [T, J, C] (own phase),
     every subject weighing the same (a 30 s treadmill trial does not set the scale)."""
+    if subjects is None:
+        subjects = np.zeros(len(e_ntjc), int)
+    _, mean_s, msq_s = _subject_parts(e_ntjc, np.asarray(subjects))
     with _quiet():
-        mu = _subject_mean(e_ntjc, subjects)
-        d = e_ntjc - mu - np.nanmedian(e_ntjc - mu, axis=1, keepdims=True)
-        sd = np.sqrt(_smooth_cycle(_subject_mean(d ** 2, subjects), SD_SMOOTH))
-        floor = SD_FLOOR * np.nanmedian(sd, axis=0, keepdims=True)
-    return {"mu": np.nan_to_num(mu), "sd": np.maximum(np.nan_to_num(sd, nan=1.0), floor)}
+        return _finish_background(np.nanmean(mean_s, axis=0), np.nanmean(msq_s, axis=0))
+
+
+def loso_backgrounds(e_ntjc: np.ndarray, subjects: np.ndarray) -> dict[str, dict]:
+    """The background without each subject (its scale as a new person sees it), from the
+    per-subject parts: one pass over the strides, not one per subject."""
+    names, mean_s, msq_s = _subject_parts(e_ntjc, subjects)
+    out = {}
+    with _quiet():
+        for i, s in enumerate(names):
+            rest = np.arange(len(names)) != i
+            out[s] = _finish_background(np.nanmean(mean_s[rest], axis=0),
+                                        np.nanmean(msq_s[rest], axis=0))
+    return out
 
 
 def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray]:
@@ -195,8 +226,8 @@ def conformal_quantile(values, alpha: float) -> float:
     return float(v[r - 1]) if 0 < r <= len(v) else math.inf
 
 
-def _fit_size(e: np.ndarray, subjects: np.ndarray, k: int, bg: dict, width: int,
-              alpha: float, seed: int, rule: dict) -> dict:
+def _fit_size(e: np.ndarray, subjects: np.ndarray, k: int, bg: dict, loso_bg: dict,
+              width: int, alpha: float, seed: int, rule: dict) -> dict:
     """Null parameters and the family-wise threshold for trials of k strides: pseudo-trials of
     k distinct strides of one subject (the subjects with >= k strides), subjects drawn
     uniformly (a subject with many strides, e.g. a 30 s treadmill trial, weighs as much as one
@@ -211,8 +242,7 @@ def _fit_size(e: np.ndarray, subjects: np.ndarray, k: int, bg: dict, width: int,
     z_max = np.full(len(index), np.nan)
     for s in np.unique(owner):  # each pseudo-trial scored as a new person's: its subject
         mine = owner == s       # left out of the background (scale) and of the null
-        own = statistics(trials[mine], background(e[subjects != s], subjects[subjects != s]),
-                         width)
+        own = statistics(trials[mine], loso_bg[s], width)
         loso = null_params({name: v[~mine] for name, v in st.items()})
         with _quiet():
             z_max[mine] = np.nanmax(zscores({name: own[name] for name in st}, loso,
@@ -248,9 +278,9 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
     e = data.to_own_phase(residuals_ntjc, sides, joint_names)
-    bg = background(e, subjects)
+    bg, loso_bg = background(e, subjects), loso_backgrounds(e, subjects)
     rule = flag_rule(joint_names, e.shape[-1], channels, offsets)
-    sizes = [_fit_size(e, subjects, k, bg, width, alpha, seed, rule) for k in TRIAL_SIZES
+    sizes = [_fit_size(e, subjects, k, bg, loso_bg, width, alpha, seed, rule) for k in TRIAL_SIZES
              if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
     names = list(joint_names)
     cal = {
