@@ -385,7 +385,8 @@ def train_folds(cfg: ml_collections.ConfigDict, workdir: str | Workdir,
     workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     k = int(cfg.calibration.folds)
     fold_cfg = ml_collections.ConfigDict(cfg.to_dict())
-    fold_cfg.log_every = cfg.total_steps  # a shorter console: one progress line per fold
+    fold_cfg.log_every = fold_cfg.eval_every = cfg.total_steps  # one progress and one
+    # held-out line per fold: a console that fits on a screen
     out = []
     for i, fold in enumerate(fold_data(cfg, strides, k)):
         logging.info("fold %d/%d: %d training strides, %d held out (%s)", i + 1, k,
