@@ -83,14 +83,6 @@ def _smooth_cycle(a_tjc: np.ndarray, half: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- statistics
 
-def _subject_mean(a_ntjc: np.ndarray, subjects: np.ndarray | None) -> np.ndarray:
-    """Mean over strides [T, J, C] with every subject weighing the same (NaN-aware)."""
-    if subjects is None:
-        return np.nanmean(a_ntjc, axis=0)
-    return np.nanmean(np.stack([np.nanmean(a_ntjc[subjects == s], axis=0)
-                                for s in np.unique(subjects)]), axis=0)
-
-
 def _finish_background(mu: np.ndarray, msq: np.ndarray) -> dict[str, np.ndarray]:
     """The background from the mean residual and the mean squared deviation [T, J, C]."""
     with _quiet():
@@ -110,27 +102,20 @@ def _subject_parts(e_ntjc: np.ndarray, subjects: np.ndarray) -> tuple:
     return names, mean_s, msq_s
 
 
-def background(e_ntjc: np.ndarray, subjects: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Per-phase mean residual and SD of the offset-removed residual [T, J, C] (own phase),
-    every subject weighing the same (a 30 s treadmill trial does not set the scale)."""
-    if subjects is None:
-        subjects = np.zeros(len(e_ntjc), int)
-    _, mean_s, msq_s = _subject_parts(e_ntjc, np.asarray(subjects))
+def _background_of(parts: tuple, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The background of the subjects `keep` (default all) from their `_subject_parts`."""
+    _, mean_s, msq_s = parts
+    sel = slice(None) if keep is None else keep
     with _quiet():
-        return _finish_background(np.nanmean(mean_s, axis=0), np.nanmean(msq_s, axis=0))
+        return _finish_background(np.nanmean(mean_s[sel], axis=0),
+                                  np.nanmean(msq_s[sel], axis=0))
 
 
-def loso_backgrounds(e_ntjc: np.ndarray, subjects: np.ndarray) -> dict[str, dict]:
+def loso_backgrounds(parts: tuple) -> dict[str, dict]:
     """The background without each subject (its scale as a new person sees it), from the
-    per-subject parts: one pass over the strides, not one per subject."""
-    names, mean_s, msq_s = _subject_parts(e_ntjc, subjects)
-    out = {}
-    with _quiet():
-        for i, s in enumerate(names):
-            rest = np.arange(len(names)) != i
-            out[s] = _finish_background(np.nanmean(mean_s[rest], axis=0),
-                                        np.nanmean(msq_s[rest], axis=0))
-    return out
+    per-subject parts (`_subject_parts`): one pass over the strides, not one per subject."""
+    names = parts[0]
+    return {s: _background_of(parts, np.arange(len(names)) != i) for i, s in enumerate(names)}
 
 
 def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray]:
@@ -201,15 +186,13 @@ def _subjects_with(subjects: np.ndarray, k: int) -> np.ndarray:
 
 
 def pseudo_trials(subjects: np.ndarray, k: int, count: int, seed: int) -> np.ndarray:
-    """[count, k] stride indices: k strides of one subject (uniform over subjects), without
-    replacement while the subject has enough strides, with replacement beyond (a subject
-    with fewer strides than k then counts some twice: its null is a little wider)."""
+    """[count, k] stride indices: k distinct strides of one subject (uniform over subjects;
+    every subject given has >= k strides, `_subjects_with`)."""
     rng = np.random.default_rng(seed + 1000 * k)
     groups = [np.flatnonzero(subjects == s) for s in np.unique(subjects)]
     out = np.empty((count, k), int)
     for i, g in enumerate(rng.integers(0, len(groups), count)):
-        pool = groups[g]
-        out[i] = rng.choice(pool, k, replace=len(pool) < k)
+        out[i] = rng.choice(groups[g], k, replace=False)
     return out
 
 
@@ -278,7 +261,8 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
     e = data.to_own_phase(residuals_ntjc, sides, joint_names)
-    bg, loso_bg = background(e, subjects), loso_backgrounds(e, subjects)
+    parts = _subject_parts(e, subjects)
+    bg, loso_bg = _background_of(parts), loso_backgrounds(parts)
     rule = flag_rule(joint_names, e.shape[-1], channels, offsets)
     sizes = [_fit_size(e, subjects, k, bg, loso_bg, width, alpha, seed, rule) for k in TRIAL_SIZES
              if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
