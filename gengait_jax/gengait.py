@@ -66,9 +66,7 @@ class GenGait:
                  cfg: ml_collections.ConfigDict | None = None):
         self.model, self.meta, self.calibration = model, meta, cal
         self.cfg = cfg or ml_collections.ConfigDict()
-        if cal is not None and cal.get("model_id") != meta.get("model_id"):
-            raise GaitDataError("calibration.json", f"calibrates model {cal.get('model_id')}, "
-                                f"not {meta.get('model_id')}: recalibrate (--calibrate)")
+        _check_calibrates(cal, meta, "calibration.json")
 
     @classmethod
     def from_workdir(cls, workdir: str | Workdir, *, calibrated: bool = True,
@@ -79,10 +77,7 @@ class GenGait:
         wd.require()
         meta = wd.meta()
         cal = wd.calibration() if calibrated else None
-        if cal is not None and cal.get("model_id") != meta.get("model_id"):
-            raise GaitDataError(wd.file("calibration.json"), f"calibrates model "
-                                f"{cal.get('model_id')}, not {meta.get('model_id')}: "
-                                f"recalibrate (--calibrate)")
+        _check_calibrates(cal, meta, wd.file("calibration.json"))  # before the restore
         model, cfg, meta = checkpointing.restore_model(wd, step)
         return cls(model, meta, cal, cfg)
 
@@ -195,6 +190,13 @@ class GenGait:
         if self.calibration is None:
             raise GaitDataError("calibration.json", "this GenGait has no calibration: "
                                 "calibrate first (python -m launch.detect --calibrate)")
+
+
+def _check_calibrates(cal: dict | None, meta: dict, path) -> None:
+    """A calibration of another model is an error (recalibrate), never silently applied."""
+    if cal is not None and cal.get("model_id") != meta.get("model_id"):
+        raise GaitDataError(path, f"calibrates model {cal.get('model_id')}, not "
+                                  f"{meta.get('model_id')}: recalibrate (--calibrate)")
 
 
 def masking_groups(flagged_j, model) -> np.ndarray:
