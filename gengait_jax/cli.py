@@ -1,7 +1,7 @@
 """What every launcher shares: a console a person reads, and bad input -> one line, exit 1.
 
 `run(main)` is `absl.app.run` with: flag and config errors as one line (exit 2); library INFO
-logging (orbax, grain, tensorstore, TFDS, etils, jax) and TFDS progress bars off unless
+logging (orbax, grain, tensorstore, TFDS, etils, jax, gcsfs) and TFDS progress bars off unless
 `--verbosity` is given; GaitDataError and the other expected errors printed as
 `error: <message>` on ONE line with exit 1 (`--verbosity=1` logs the traceback); Ctrl-C exit 130.
 """
@@ -20,7 +20,7 @@ from tfds_gait.errors import GaitDataError
 
 EXPECTED = (GaitDataError, ValueError, FileNotFoundError, FloatingPointError, KeyError, OSError)
 _NOISY = ("/orbax/", "/grain/", "/tensorstore/", "/tensorflow_datasets/", "/etils/", "/jax/",
-          "/absl/")
+          "/absl/", "/gcsfs/", "/fsspec/")
 
 
 class _QuietLibraries(py_logging.Filter):

@@ -17,10 +17,11 @@ import warnings
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from gengait_jax import calibration, checkpointing, data, inputs, report, report_html
 from gengait_jax import scoring, twin as twin_lib
-from gengait_jax.workdir import Workdir, write_json
+from gengait_jax.workdir import Workdir, write_json, write_npz
 from tfds_gait import joints as joints_lib
 from tfds_gait.errors import GaitDataError
 
@@ -290,19 +291,21 @@ class DetectResult:
         return "\n".join(lines)
 
     def write(self, out_dir: str) -> dict[str, str]:
-        """scores.json, twin.npz, twin.csv, report.png and report.html in out_dir."""
-        os.makedirs(out_dir, exist_ok=True)
+        """scores.json, twin.npz, twin.csv, report.png and report.html in out_dir (local or
+        gs://)."""
+        out = epath.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
         names, tw = list(self.meta["joint_names"]), self.twin
         channels, units = channel_info(self.meta)
         scores = self.scores()
-        paths = {"scores": str(write_json(os.path.join(out_dir, "scores.json"), scores))}
-        paths["twin_npz"] = os.path.join(out_dir, "twin.npz")
-        np.savez_compressed(paths["twin_npz"], input=self.strides.x, twin=tw.twin_ntjc,
-                            band=tw.sd_ntjc, recon=tw.recon_ntjc, valid=self.strides.valid,
-                            joint_names=np.array(names), channel_names=np.array(channels),
-                            flagged=self.decision.flagged, side=self.strides.side.astype(str))
+        paths = {"scores": str(write_json(out / "scores.json", scores))}
+        paths["twin_npz"] = str(write_npz(
+            out / "twin.npz", input=self.strides.x, twin=tw.twin_ntjc, band=tw.sd_ntjc,
+            recon=tw.recon_ntjc, valid=self.strides.valid, joint_names=np.array(names),
+            channel_names=np.array(channels), flagged=self.decision.flagged,
+            side=self.strides.side.astype(str)))
         paths["twin_csv"] = report.write_twin_csv(
-            os.path.join(out_dir, "twin.csv"), joint_names=names, channel_names=channels,
+            out / "twin.csv", joint_names=names, channel_names=channels,
             x_ntjc=self.strides.x, twin_ntjc=tw.twin_ntjc, sd_ntjc=tw.sd_ntjc,
             sides=self.strides.side)
         norm, source = report.normative_curves(self.meta, self.calibration)
@@ -314,8 +317,7 @@ class DetectResult:
                       z_j=self.decision.z, flagged_j=self.decision.flagged,
                       scored_j=np.isfinite(self.decision.z), threshold=self.decision.threshold,
                       normative=norm, sides=self.strides.side)
-        paths["report"] = report.plot_report(os.path.join(out_dir, "report.png"), title=title,
-                                             **figure)
-        paths["html"] = report_html.write(os.path.join(out_dir, "report.html"), scores=scores,
+        paths["report"] = report.plot_report(out / "report.png", title=title, **figure)
+        paths["html"] = report_html.write(out / "report.html", scores=scores,
                                           map_tj=self.decision.map, title=title, **figure)
         return paths

@@ -5,7 +5,6 @@ held-out trial with a simulated stiff knee -> report.
 
 from __future__ import annotations
 
-import os
 import time
 
 import ml_collections
@@ -66,7 +65,7 @@ def run(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
                            cfg.data.get("modality", "angles"))
     npz = demo_input(test, str(wd.file("demo_input.npz")))
     result = GenGait.from_workdir(wd).detect(npz)
-    det_paths = result.write(os.path.join(str(wd.path), "detect"))
+    det_paths = result.write(str(wd.file("detect")))
     _step("done", t0)
     print(evaluation_report.summary_table(ev))
     print()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import warnings
 from typing import Iterator, Sequence
 
@@ -19,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
 
 from tfds_gait import joints as joints_lib  # noqa: E402
 from tfds_gait import normative  # noqa: E402
@@ -105,7 +107,7 @@ def _bars(ax, names, z, flagged, threshold: float, k: int):
     ax.grid(axis="y", alpha=0.3)
 
 
-def plot_report(path: str, *, joint_names: Sequence[str], channel_names: Sequence[str],
+def plot_report(path: str | epath.Path, *, joint_names: Sequence[str], channel_names: Sequence[str],
                 units: str, x_ntjc, twin_ntjc, sd_ntjc, z_j, flagged_j, scored_j,
                 threshold: float, normative: dict | None, sides=None, title: str = "",
                 show_all_twins: bool = False) -> str:
@@ -148,9 +150,10 @@ def plot_report(path: str, *, joint_names: Sequence[str], channel_names: Sequenc
     fig.text(0.01, 1.0 - 0.25 * inch, title, ha="left", va="top", fontsize=10)
     fig.legend(handles.values(), handles.keys(), loc="upper left", fontsize=8.5, ncol=3,
                frameon=False, bbox_to_anchor=(0.06, 1.0 - 0.42 * inch))
-    fig.savefig(path, dpi=110)
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
-    return path
+    return str(path)
 
 
 def normative_curves(meta: dict, cal: dict | None) -> tuple[dict, str]:
@@ -179,20 +182,21 @@ def normative_curves(meta: dict, cal: dict | None) -> tuple[dict, str]:
         "training mean/SD (not per gait phase)"
 
 
-def write_twin_csv(path: str, *, joint_names, channel_names, x_ntjc, twin_ntjc, sd_ntjc,
+def write_twin_csv(path: str | epath.Path, *, joint_names, channel_names, x_ntjc, twin_ntjc, sd_ntjc,
                    sides=None) -> str:
     """Long format: stride, side, joint, channel, pct, input, twin, twin_sd."""
     x, tw, sd = (np.asarray(a, float) for a in (x_ntjc, twin_ntjc, sd_ntjc))
     n, t, j, c = x.shape
     fmt = lambda v: "" if not np.isfinite(v) else f"{v:.4f}"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["stride", "side", "joint", "channel", "pct", "input", "twin", "twin_sd"])
-        for i in range(n):
-            side = "" if sides is None else str(sides[i])
-            for jj, name in enumerate(joint_names):
-                for cc, ch in enumerate(channel_names):
-                    for tt in range(t):
-                        w.writerow([i, side, name, ch, round(tt * 100 / t, 2), fmt(x[i, tt, jj, cc]),
-                                    fmt(tw[i, tt, jj, cc]), fmt(sd[i, tt, jj, cc])])
-    return path
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["stride", "side", "joint", "channel", "pct", "input", "twin", "twin_sd"])
+    for i in range(n):
+        side = "" if sides is None else str(sides[i])
+        for jj, name in enumerate(joint_names):
+            for cc, ch in enumerate(channel_names):
+                for tt in range(t):
+                    w.writerow([i, side, name, ch, round(tt * 100 / t, 2), fmt(x[i, tt, jj, cc]),
+                                fmt(tw[i, tt, jj, cc]), fmt(sd[i, tt, jj, cc])])
+    epath.Path(path).write_text(buf.getvalue())
+    return str(path)

@@ -13,6 +13,7 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+from etils import epath
 
 from tfds_gait import joints as joints_lib
 
@@ -134,7 +135,7 @@ def _curves(i_sel, a):
     return _mean(a[i_sel], axis=0)
 
 
-def write(path: str, *, scores: dict, map_tj, title: str, joint_names: Sequence[str],
+def write(path: str | epath.Path, *, scores: dict, map_tj, title: str, joint_names: Sequence[str],
           channel_names: Sequence[str], units: str, x_ntjc, twin_ntjc, sd_ntjc, z_j,
           flagged_j, scored_j, threshold: float, normative: dict | None, sides=None) -> str:
     """Writes report.html; returns its path."""
@@ -142,7 +143,7 @@ def write(path: str, *, scores: dict, map_tj, title: str, joint_names: Sequence[
     sides = np.asarray(sides if sides is not None else [""] * len(x)).astype(str)
     flagged = [n for n, f in zip(joint_names, flagged_j) if f]
     th = scores["threshold"]
-    decision = (f'<p class="flag">Flagged: ' + ", ".join(
+    decision = ('<p class="flag">Flagged: ' + ", ".join(
         f'{html.escape(joints_lib.pretty(n))} (z {scores["joints"][n]["z"]:.1f})'
         for n in flagged) + "</p>") if flagged else '<p class="ok">Flagged: none</p>'
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in scores["notes"])
@@ -169,7 +170,7 @@ def write(path: str, *, scores: dict, map_tj, title: str, joint_names: Sequence[
         for c, ch in enumerate(channel_names):
             nm = None if norm is None else (np.asarray(norm[0])[:, jj, c],
                                             np.asarray(norm[1])[:, jj, c])
-            cells.append(f'<div class="joint">' + _chart(
+            cells.append('<div class="joint">' + _chart(
                 f"{ch} ({units})", _curves(sel, x[:, :, jj, c]), _curves(sel, tw[:, :, jj, c]),
                 np.sqrt(_curves(sel, sd[:, :, jj, c] ** 2)), nm,
                 bool(np.nanmax(sd[sel][:, :, jj, c], initial=0) > 0), bool(flagged_j[jj]))
@@ -182,6 +183,5 @@ def write(path: str, *, scores: dict, map_tj, title: str, joint_names: Sequence[
                 f'{html.escape(scores["input"])}</p>')
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>GenGait '
             f'report</title><style>{_CSS}</style></head><body>{"".join(body)}</body></html>')
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
-    return path
+    epath.Path(path).write_text(page, encoding="utf-8")
+    return str(path)

@@ -15,7 +15,7 @@ import json
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -50,6 +50,14 @@ def write_json(path: epath.Path | str, obj: Any) -> epath.Path:
     return path
 
 
+def write_npz(path: epath.Path | str, **arrays) -> epath.Path:
+    """A compressed .npz written through a buffer (so it works on gs:// too); returns the path."""
+    path, buf = epath.Path(path), io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    path.write_bytes(buf.getvalue())
+    return path
+
+
 def read_json(path: epath.Path | str, what: str) -> Any:
     """A JSON file, or GaitDataError naming it ('missing: not <what>' / 'not valid JSON')."""
     path = epath.Path(path)
@@ -129,11 +137,8 @@ class Workdir:
         return cal
 
     def write_arrays(self, name: str, **arrays) -> epath.Path:
-        """An .npz in the workdir (through a buffer: works on gs://)."""
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        self.file(name).write_bytes(buf.getvalue())
-        return self.file(name)
+        """An .npz in the workdir."""
+        return write_npz(self.file(name), **arrays)
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         path = self.file(name)
