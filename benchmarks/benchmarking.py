@@ -84,14 +84,12 @@ def synthetic_batch(batch_size: int, shape: dict, seed: int = 0) -> dict:
                 valid=np.ones((batch_size, t, j), bool), left=np.arange(batch_size) % 2 == 0)
 
 
-def bench_train(cfg, shape: dict, batch_np: dict, min_s: float, peak: float) -> dict:
+def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min_s: float,
+                peak: float) -> dict:
     """The project's compiled sharded train step (train.jit_steps): rate, FLOPs, memory."""
     mesh = train_state.make_mesh(cfg)
     graphdef, abstract = train_state.abstract_state(cfg, shape)
     shardings = train_state.state_shardings(abstract, mesh)
-    j, c = shape["num_joints"], shape["num_channels"]
-    refs = data_lib.References(np.zeros((j, c), np.float32), np.ones((j, c), np.float32) * 10,
-                               None, np.arange(j, dtype=np.int32))
     state = train_state.init_state(cfg, shape, shardings, refs)
     data_sh = train_state.batch_sharding(mesh)
     with jax.set_mesh(mesh):
@@ -261,7 +259,7 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     res["input"] = bench_input(data.train, cfg.batch_size, min_s)
     batch = next(iter(bench_input_batches(data.train, cfg.batch_size)))
     done("input")
-    res["train"] = bench_train(cfg, shape, batch, min_s, res["peak_gflops"])
+    res["train"] = bench_train(cfg, shape, batch, data.refs, min_s, res["peak_gflops"])
     res["input"]["ratio_to_train"] = res["input"]["strides_per_s"] / res["train"]["seq_per_s"]
     done("train")
     model = model_lib.create_model(cfg, **shape)

@@ -68,6 +68,7 @@ def test_quick_cli_on_tiny_writes_every_required_key(tmp_path, embedded_data_dir
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-m", "launch.benchmark", f"--output={out}", "--quick",
                     "--config=gengait_jax/configs/default.py:tiny", "--notorch",
+                    "--config.model.linear_prior=True",  # as demo and paper: refs with the prior
                     f"--config.data.data_dir={embedded_data_dir}"],
                    check=True, env=env, capture_output=True, text=True)
     res = json.loads(out.read_text())
