@@ -21,11 +21,31 @@ class Stat(nnx.Variable):
     """Non-trainable normalization statistic, saved with the checkpoint."""
 
 
+def attention_implementation(requested: str, backend: str, dtype, head_dim: int) -> str | None:
+    """The `implementation` of jax.nn.dot_product_attention: "auto" takes cuDNN's fused (flash)
+    kernel on GPU where it applies (bfloat16/float16, head width a multiple of 8 up to 128) and
+    XLA's elsewhere; "xla" / "cudnn" force one (cuDNN off GPU is a one-line error)."""
+    fits = (backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128)
+    if requested == "auto":
+        return "cudnn" if fits else None
+    if requested == "xla":
+        return None
+    if requested == "cudnn":
+        if backend != "gpu":
+            raise ValueError(f"model.attention='cudnn' needs a GPU (backend: {backend})")
+        return "cudnn"
+    raise ValueError(f"model.attention={requested!r}: one of 'auto', 'xla', 'cudnn'")
+
+
 class Block(nnx.Module):
     """Pre-LN Transformer block with fused QKV and fused attention."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: int, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dtype, *, rngs: nnx.Rngs,
+                 attention: str = "auto"):
         self.heads = heads
+        self.implementation = attention_implementation(attention, jax.default_backend(), dtype,
+                                                       width // heads)
         self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
         self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
@@ -43,14 +63,17 @@ class Block(nnx.Module):
             q = jnp.take_along_axis(q, query_bq[:, :, None, None], axis=1)
             x_bnd = jnp.take_along_axis(x_bnd, query_bq[..., None], axis=1)
         att = jax.nn.dot_product_attention(q, qkv[:, :, 1], qkv[:, :, 2],
-                                           key_value_seq_lengths=kv_len_b)
+                                           key_value_seq_lengths=kv_len_b,
+                                           implementation=self.implementation)
         x_bnd = x_bnd + self.out(att.reshape(x_bnd.shape))
         return x_bnd + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_bnd))))
 
 
-def _stack(depth: int, width: int, heads: int, mlp_ratio: int, dtype, rngs: nnx.Rngs):
+def _stack(depth: int, width: int, heads: int, mlp_ratio: int, dtype, rngs: nnx.Rngs,
+           attention: str):
     """A list of `depth` blocks."""
-    return nnx.List([Block(width, heads, mlp_ratio, dtype, rngs=rngs) for _ in range(depth)])
+    return nnx.List([Block(width, heads, mlp_ratio, dtype, rngs=rngs, attention=attention)
+                     for _ in range(depth)])
 
 
 class GenGaitMAE(nnx.Module):
@@ -86,14 +109,16 @@ class GenGaitMAE(nnx.Module):
         self.embed = nnx.Linear(token_dim, cfg.width, dtype=dtype, rngs=rngs)
         self.joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.width)))
         self.time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.width)))
-        self.encoder = _stack(cfg.depth, cfg.width, cfg.heads, cfg.mlp_ratio, dtype, rngs)
+        attention = cfg.get("attention", "auto")
+        self.encoder = _stack(cfg.depth, cfg.width, cfg.heads, cfg.mlp_ratio, dtype, rngs,
+                              attention)
         self.enc_norm = nnx.LayerNorm(cfg.width, dtype=dtype, rngs=rngs)
         self.dec_embed = nnx.Linear(cfg.width, cfg.dec_width, dtype=dtype, rngs=rngs)
         self.mask_token = nnx.Param(init(rngs.params(), (cfg.dec_width,)))
         self.dec_joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.dec_width)))
         self.dec_time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.dec_width)))
         self.decoder = _stack(cfg.dec_depth, cfg.dec_width, cfg.dec_heads, cfg.mlp_ratio, dtype,
-                              rngs)
+                              rngs, attention)
         self.dec_norm = nnx.LayerNorm(cfg.dec_width, dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(cfg.dec_width, token_dim, dtype=dtype, rngs=rngs)
 

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from gengait_jax import data, masking, model as model_lib
@@ -126,3 +127,30 @@ def test_tokens_are_deviations_from_the_closer_mean_curve():
                                x[:, :, 3], rtol=1e-4, atol=1e-4)
     nan = x.at[0, :50].set(jnp.nan)  # invalid frames do not enter the choice of the curve
     np.testing.assert_allclose(m.reference(nan), m.reference(x))
+
+
+def test_attention_implementation_is_picked_by_backend_dtype_and_head_width():
+    pick = model_lib.attention_implementation
+    assert pick("auto", "gpu", jnp.bfloat16, 64) == "cudnn"  # the paper preset's encoder
+    assert pick("auto", "gpu", jnp.float16, 128) == "cudnn"
+    assert pick("auto", "gpu", jnp.float32, 64) is None  # cuDNN's fused kernel: 16-bit only
+    assert pick("auto", "gpu", jnp.bfloat16, 12) is None  # head width not a multiple of 8
+    assert pick("auto", "gpu", jnp.bfloat16, 256) is None
+    assert pick("auto", "cpu", jnp.bfloat16, 64) is None and pick("auto", "tpu", jnp.bfloat16,
+                                                                 64) is None
+    assert pick("xla", "gpu", jnp.bfloat16, 64) is None
+    assert pick("cudnn", "gpu", jnp.float32, 64) == "cudnn"
+    with pytest.raises(ValueError, match="needs a GPU"):
+        pick("cudnn", "cpu", jnp.bfloat16, 64)
+    with pytest.raises(ValueError, match="one of"):
+        pick("flash", "gpu", jnp.bfloat16, 64)
+
+
+def test_model_blocks_take_the_configured_attention():
+    cfg = default.tiny()
+    cfg.model.attention = "xla"
+    m = model_lib.create_model(cfg, num_frames=100, num_joints=10, num_channels=3)
+    assert all(b.implementation is None for b in [*m.encoder, *m.decoder])
+    cfg.model.attention = "cudnn"
+    with pytest.raises(ValueError, match="needs a GPU"):
+        model_lib.create_model(cfg, num_frames=100, num_joints=10, num_channels=3)

@@ -14,6 +14,7 @@ DEMO = f"{PRESETS_FILE}:demo"  # the launchers' default --config (works from any
 MODALITIES = ("angles", "positions")
 WITHHOLD = ("joint", "phase")
 CHANNEL_RULES = ("reliable", "all")
+ATTENTION = ("auto", "xla", "cudnn")
 NUM_FRAMES = 100  # points per stride of every gait_cycles config
 
 
@@ -35,6 +36,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         width, heads = cfg.model[f"{part}width"], cfg.model[f"{part}heads"]
         check(heads >= 1 and width % heads == 0,
               f"model.{part}width={width} is not a multiple of model.{part}heads={heads}")
+    check(cfg.model.get("attention", "auto") in ATTENTION,
+          f"model.attention={cfg.model.get('attention')!r}; expected one of {ATTENTION}")
     check(cfg.batch_size >= 1 and cfg.eval_batch_size >= 1, "batch sizes must be >= 1")
     check(cfg.total_steps >= 1 and cfg.lr > 0, "total_steps and lr must be positive")
     check(0 <= cfg.warmup_steps < max(cfg.total_steps, 1) or cfg.total_steps == 1,
