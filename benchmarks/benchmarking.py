@@ -22,7 +22,9 @@ from flax import nnx
 
 from gengait_jax import compilation_cache, data as data_lib, input_pipeline, masking
 from gengait_jax import model as model_lib, scoring, train, train_state
+from gengait_jax import configs
 from gengait_jax.gengait import GenGait
+from tfds_gait import gait_cycles, joints
 
 # Dense bf16 spec peaks (TFLOP/s per chip) for MFU, matched by substring of device_kind.
 SPEC_PEAK_TFLOPS = (("h200", 989.0), ("h100", 989.0), ("a100", 312.0), ("l4", 121.0),
@@ -116,6 +118,65 @@ def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min
     spec = spec_peak_tflops(jax.devices()[0].device_kind)
     out["mfu"] = None if spec is None else flops / dt / (spec * 1e12 * mesh.devices.size)
     return out
+
+
+def _leaf_class(path) -> str:
+    """'param' / 'adam mu' / 'adam nu' / 'opt' + the state leaf's last two names, layer
+    indices dropped (encoder.0.qkv.kernel and decoder.1.qkv.kernel are one class)."""
+    names = [str(n) for n in train_state._names(path) if not str(n).isdigit()]
+    kind = next((f"adam {m}" for m in ("mu", "nu") if m in names),
+                "opt" if names[0] == "opt" else "param")
+    names = [n for n in names if n not in ("mu", "nu", "model")]
+    return f"{kind}: {'.'.join(names[-2:])}"
+
+
+def sharding_report(cfg, shape: dict | None = None) -> dict:
+    """The train step of cfg compiled (not run) on the devices at hand: mesh, compile time,
+    memory per device, and per parameter class its PartitionSpec, leaves and bytes per device.
+    For the `paper` preset on fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)."""
+    shape = shape or dict(num_frames=configs.NUM_FRAMES, num_channels=len(joints.CHANNELS),
+                          num_joints=len(joints.joint_names(gait_cycles.JOINT_SET)))
+    mesh = train_state.make_mesh(cfg)
+    graphdef, abstract = train_state.abstract_state(cfg, shape)
+    shardings = train_state.state_shardings(abstract, mesh)
+    classes: dict[str, dict] = {}
+    for (path, leaf), sh in zip(jax.tree_util.tree_leaves_with_path(abstract),
+                                jax.tree.leaves(shardings)):
+        shard = sh.shard_shape(leaf.shape)
+        row = classes.setdefault(_leaf_class(path), dict(
+            spec=str(sh.spec), dtype=str(leaf.dtype), leaves=0, bytes_per_device=0))
+        row["leaves"] += 1
+        row["bytes_per_device"] += int(np.prod(shard)) * leaf.dtype.itemsize
+    data_sh = train_state.batch_sharding(mesh)
+    with jax.set_mesh(mesh):
+        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
+        t0 = time.perf_counter()
+        compiled = step.lower(train_state.restore_target(abstract, shardings),
+                              train.batch_spec(cfg.batch_size, shape, data_sh),
+                              jax.random.key(0)).compile()
+        compile_s = time.perf_counter() - t0
+    return dict(mesh=dict(mesh.shape), devices=jax.device_count(),
+                device_kind=jax.devices()[0].device_kind, batch_size=cfg.batch_size,
+                dtype=cfg.model.dtype, compile_s=compile_s,
+                memory_per_device_bytes=peak_bytes(compiled),
+                flops_per_step=flops_of(compiled) * mesh.devices.size,
+                state_bytes_per_device=sum(r["bytes_per_device"] for r in classes.values()),
+                classes=classes)
+
+
+def sharding_table(rep: dict) -> str:
+    """The sharding report as text."""
+    lines = [f"mesh {rep['mesh']} on {rep['devices']} x {rep['device_kind']}; global batch "
+             f"{rep['batch_size']}, {rep['dtype']}", f"train step compile s: "
+             f"{rep['compile_s']:.1f}; memory per device MiB: "
+             f"{rep['memory_per_device_bytes'] / 2**20:.0f} (state "
+             f"{rep['state_bytes_per_device'] / 2**20:.1f}); GFLOP per step: "
+             f"{rep['flops_per_step'] / 1e9:.0f}",
+             f"{'parameter class':38s} {'spec':22s} {'leaves':>6s} {'KiB/device':>11s}"]
+    for name, r in sorted(rep["classes"].items()):
+        lines.append(f"{name:38s} {r['spec']:22s} {r['leaves']:6d} "
+                     f"{r['bytes_per_device'] / 1024:11.1f}")
+    return "\n".join(lines)
 
 
 def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):

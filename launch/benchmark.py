@@ -3,10 +3,15 @@ r"""Throughput benchmark: matmul peak, train step, pass-1 scoring, PyTorch refer
   python -m launch.benchmark --output=bench.json
   python -m launch.benchmark --output=bench.json --config=gengait_jax/configs/default.py:tiny \
       --quick
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m launch.benchmark \
+      --config=gengait_jax/configs/default.py:paper --config.mesh_model=2 --sharding_only \
+      --output=sharding.json
 
 Prints a table and writes every figure to --output (JSON). --quick: under 2 minutes on 2 CPU
 cores (shorter timing windows, a smaller scoring batch). The dataset of the
-config is prepared in --config.data.data_dir first if needed.
+config is prepared in --config.data.data_dir first if needed. --sharding_only: compile (not
+run) the train step on the devices at hand and print the mesh, compile time, memory per device
+and the sharding of every parameter class (no dataset needed).
 """
 
 import json
@@ -27,10 +32,17 @@ _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference (if torch 
 _TORCH_COMPILE = flags.DEFINE_bool(
     "torch_compile", False, "Also try torch.compile for the reference (keeps the faster).")
 _CACHE = flags.DEFINE_bool("cache", True, "Time detect latency with a cold/warm XLA cache.")
+_SHARDING = flags.DEFINE_bool("sharding_only", False, "Only the train step's sharding report.")
 
 
 def main() -> None:
     """Runs the benchmarks, prints the table, writes the JSON."""
+    if _SHARDING.value:
+        res = benchmarking.sharding_report(configs.validate(_CONFIG.value))
+        print(benchmarking.sharding_table(res))
+        with open(_OUTPUT.value, "w") as f:
+            json.dump(res, f, indent=2, default=float)
+        return
     res = benchmarking.run(_CONFIG.value, quick=_QUICK.value, torch_ref=_TORCH.value,
                            cache=_CACHE.value, torch_compile=_TORCH_COMPILE.value)
     print(benchmarking.table(res))

@@ -78,3 +78,20 @@ def test_quick_cli_on_tiny_writes_every_required_key(tmp_path, embedded_data_dir
             val = val[part]
         assert isinstance(val, (int, float)) and val > 0, key
     assert "torch" in res and "torch_note" in res
+
+
+def test_sharding_report_gives_each_parameter_class_its_spec_and_per_device_bytes():
+    cfg = default.tiny()
+    cfg.mesh_model = 2
+    rep = benchmarking.sharding_report(cfg, SHAPE)
+    assert rep["mesh"] == {"data": jax.device_count() // 2, "model": 2}
+    qkv, ln = rep["classes"]["param: qkv.kernel"], rep["classes"]["param: ln1.scale"]
+    spec = jax.sharding.PartitionSpec
+    assert qkv["spec"] == str(spec(None, "model")) and ln["spec"] == str(spec())
+    width, blocks = cfg.model.width, cfg.model.depth  # encoder qkv kernels: [W, 3W], halved
+    dec = cfg.model.dec_width
+    full = (blocks * width * 3 * width + cfg.model.dec_depth * dec * 3 * dec) * 4
+    assert qkv["bytes_per_device"] == full // 2 and qkv["leaves"] == blocks + cfg.model.dec_depth
+    assert rep["classes"]["adam mu: qkv.kernel"]["bytes_per_device"] == full // 2
+    assert rep["compile_s"] > 0 and rep["memory_per_device_bytes"] > 0
+    assert "qkv.kernel" in benchmarking.sharding_table(rep)
