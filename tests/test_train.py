@@ -79,7 +79,12 @@ def _augmented(**kw):
 
 
 def test_sharded_step_equals_single_device_step():
-    """With augmentation, mean curves and a tied joint pair: all of it sharding-invariant."""
+    """With augmentation, mean curves and a tied joint pair: all of it sharding-invariant
+    (on the 8 fake CPU devices of the tests, or the accelerators of launch/gpu_check.sh)."""
+    if jax.default_backend() == "cpu":
+        assert jax.device_count() == 8  # conftest's fake devices
+    elif jax.device_count() % 2:
+        pytest.skip(f"needs an even number of accelerators ({jax.device_count()} here)")
     batch_np = _stack(_strides(_cfg().batch_size, 1))
     batch_np["left"] = np.arange(len(batch_np["angles"])) % 3 == 0
     mean, std = _stats()
@@ -103,7 +108,7 @@ def test_sharded_step_equals_single_device_step():
         qkv = state["model"]["encoder"][0]["qkv"]["kernel"][...]
         out.append((losses, _params(state), qkv.sharding))
     (loss8, p8, sh8), (loss1, p1, _) = out
-    assert jax.device_count() == 8 and sh8.mesh.shape == {"data": 4, "model": 2}
+    assert sh8.mesh.shape == {"data": jax.device_count() // 2, "model": 2}
     assert sh8.spec == jax.sharding.PartitionSpec(None, "model")  # really sharded
     np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
     for a, b in zip(p8, p1):  # Adam divides by sqrt(nu): ~1e-6 noise on near-zero grads
