@@ -48,7 +48,8 @@ class TrainData:
 def prepare_data(cfg: ml_collections.ConfigDict) -> None:
     """Builds the TFDS dataset if it is not there yet (process 0 first, then the others)."""
     dl = tfds.download.DownloadConfig(manual_dir=cfg.data.manual_dir or None)
-    build = lambda: tfds.builder(cfg.data.name, data_dir=cfg.data.data_dir).download_and_prepare(
+    build = lambda: tfds.builder(cfg.data.name, data_dir=cfg.data.data_dir,
+                                 workers=cfg.data.get("workers", 0)).download_and_prepare(
         download_config=dl)
     if jax.process_index() == 0:
         build()

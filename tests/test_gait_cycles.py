@@ -117,3 +117,21 @@ def test_build_and_read_never_import_tensorflow(tmp_path):
                          timeout=120, cwd=os.path.dirname(os.path.dirname(tfds_gait.__file__)))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "(100, 10, 3)" in out.stdout
+
+
+def test_reader_processes_give_the_strides_of_one_process(tmp_path):
+    src = os.path.join(gait_cycles.EMBEDDED_DIR, "schreiber2019")
+    for k in range(4):  # 4 copies of the cohort: > 2 x MIN_FILES_PER_WORKER walking trials
+        shutil.copytree(src, tmp_path / f"copy{k}", copy_function=os.link)
+    subject = next(d for d in sorted(os.listdir(src)) if os.path.isdir(os.path.join(src, d)))
+    (tmp_path / "copy0" / subject / "broken.c3d").write_bytes(b"not a c3d")
+    walks = [f for _, _, fs in os.walk(tmp_path) for f in fs
+             if not gait_cycles.c3d_lib.is_static_name(f)]
+    assert len(walks) >= 2 * gait_cycles.MIN_FILES_PER_WORKER
+    one = gait_cycles.read_folder(str(tmp_path), workers=1)
+    two = gait_cycles.read_folder(str(tmp_path), workers=2)  # the broken file: skipped in both
+    key = lambda s: (s["subject"], s["trial"], s["side"], s["stride_index"])
+    assert [key(s) for s in one] == [key(s) for s in two] and len(one) > 100
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a["angles"], b["angles"])
+        assert a["cohort"] == b["cohort"] and a["age_group"] == b["age_group"]

@@ -18,9 +18,12 @@ Static trials (`c3d.is_static_name`) are not walks: they calibrate the walks nex
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
+import multiprocessing as mp
 import os
+from concurrent import futures
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -33,6 +36,7 @@ from tfds_gait.errors import GaitDataError
 
 EMBEDDED_DIR = os.path.join(os.path.dirname(__file__), "data", "embedded")
 NUM_POINTS = 100
+MIN_FILES_PER_WORKER = 50  # a spawned reader process costs ~2 s to start; a file ~10 ms
 JOINT_SET = "lower"
 ADULT_AGE = 18.0
 # The shipped cohorts (folders of EMBEDDED_DIR) and their age group (BUILD_NOTES "Data").
@@ -84,33 +88,60 @@ def age_group(trial: c3d_lib.Trial, default: str) -> str:
     return default if age is None else "adult" if age >= ADULT_AGE else "child"
 
 
+def _read_walk(path: str, folder: str, joint_set: str,
+               default_age_group: str) -> tuple[list[dict], dict, str | None]:
+    """One walking trial -> (its strides, skipped-stride counts, the error or None): the unit
+    of work of read_folder's worker processes."""
+    skipped: dict = {}
+    try:
+        trial = c3d_lib.read_trial(path, joint_set, subject=subject_of(path, folder))
+        group = age_group(trial, default_age_group)
+        strides = strides_lib.segment_strides(trial, NUM_POINTS, skipped_counts=skipped)
+        return [dict(st, age_group=group) for st in strides], skipped, None
+    except GaitDataError as e:
+        return [], skipped, str(e)
+
+
+def _read_walks(walks: list[str], folder: str, joint_set: str, default_age_group: str,
+                workers: int) -> list[tuple[list[dict], dict, str | None]]:
+    """_read_walk of every file, in `workers` spawned processes where the folder is large
+    enough to pay for their start (>= MIN_FILES_PER_WORKER files each), else here."""
+    workers = min(workers, len(walks) // MIN_FILES_PER_WORKER)
+    args = (walks, [folder] * len(walks), [joint_set] * len(walks),
+            [default_age_group] * len(walks))
+    if workers <= 1:
+        return list(map(_read_walk, *args))
+    # spawn, not fork: the caller may already run JAX's threads (launch.train).
+    with futures.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(_read_walk, *args, chunksize=8))
+
+
 def read_folder(folder: str, joint_set: str = JOINT_SET, cohort: str | None = None,
-                default_age_group: str = "unknown") -> list[dict]:
-    """Strides of every readable walking C3D of a folder; unreadable files are skipped with a
-    warning. Each stride carries `cohort` (default: the folder's name) and `age_group`."""
+                default_age_group: str = "unknown", workers: int = 1) -> list[dict]:
+    """Strides of every readable walking C3D of a folder (read by `workers` processes);
+    unreadable files are skipped with a warning. Each stride carries `cohort` (default: the
+    folder's name) and `age_group`."""
     files = _c3d_files(folder) if os.path.isdir(folder) else []
     walks = [p for p in files if not c3d_lib.is_static_name(p)]
     if not walks:
         raise GaitDataError(folder, "no .c3d files found (is it the right folder?)" if not files
                             else "only static trials (names with _ST / static / cal) found")
     cohort = cohort or os.path.basename(os.path.normpath(folder))
-    out, bad, skipped = [], [], {}
-    for path in walks:
-        try:
-            trial = c3d_lib.read_trial(path, joint_set, subject=subject_of(path, folder))
-            group = age_group(trial, default_age_group)
-            out += [dict(st, cohort=cohort, age_group=group) for st in
-                    strides_lib.segment_strides(trial, NUM_POINTS, skipped_counts=skipped)]
-        except GaitDataError as e:
-            logging.warning("skipping %s", e)
-            bad.append(path)
+    out, bad, skipped = [], 0, collections.Counter()
+    for strides, skips, error in _read_walks(walks, folder, joint_set, default_age_group,
+                                             workers):
+        skipped.update(skips)
+        if error is not None:
+            logging.warning("skipping %s", error)
+            bad += 1
+        out += [dict(st, cohort=cohort) for st in strides]
     if any(skipped.values()):
         logging.info("%s: %d strides from %d files; skipped strides: %s (rules: "
-                     "tfds_gait/strides.py)", folder, len(out), len(walks) - len(bad),
+                     "tfds_gait/strides.py)", folder, len(out), len(walks) - bad,
                      ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in skipped.items() if v))
     if not out:
         raise GaitDataError(folder, f"no usable strides in {len(walks)} C3D files "
-                                    f"({len(bad)} unreadable)")
+                                    f"({bad} unreadable)")
     return out
 
 
@@ -165,9 +196,11 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("For `c3d_dir`: pass the folder of C3D files as "
                                     "manual_dir; one sub-folder per subject.")
 
-    def __init__(self, *, file_format=None, **kwargs):
-        """Defaults to array_record: random access through tfds.data_source, no TensorFlow."""
+    def __init__(self, *, file_format=None, workers: int = 0, **kwargs):
+        """Defaults to array_record: random access through tfds.data_source, no TensorFlow.
+        `workers`: processes reading a c3d_dir folder (0: one per CPU core)."""
         super().__init__(file_format=file_format or "array_record", **kwargs)
+        self._workers = workers or os.cpu_count() or 1
 
     def _info(self) -> tfds.core.DatasetInfo:
         """Features of one stride."""
@@ -193,7 +226,7 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
                 folder = os.fspath(getattr(dl_manager, "_manual_dir", None) or "manual_dir")
                 raise GaitDataError(folder, "no .c3d files found (the folder is missing or "
                                             "empty)") from None
-            strides = read_folder(folder)
+            strides = read_folder(folder, workers=self._workers)
             split_of = lambda st: hash_split(st["subject"])
         elif name.startswith("loco_"):
             strides = read_embedded()

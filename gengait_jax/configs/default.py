@@ -17,6 +17,7 @@ def _base() -> ml_collections.ConfigDict:
         name="gait_cycles/embedded",  # TFDS name; `gait_cycles/c3d_dir` for a lab's own files
         data_dir="data_dir",          # where TFDS prepares the dataset
         manual_dir="",                # c3d_dir: the lab's folder of C3D files
+        workers=0,                    # c3d_dir: processes reading it (0: one per CPU core)
         modality="angles",            # the TFDS feature the model reads
         # Every normative subject but the test ones trains; the K fold models hold out their
         # own subjects (their held-out loss is the validation loss), so no split is kept
