@@ -133,12 +133,12 @@ def test_attention_implementation_is_picked_by_backend_dtype_and_head_width():
     pick = model_lib.attention_implementation
     assert pick("auto", "gpu", jnp.bfloat16, 64) == "cudnn"  # the paper preset's encoder
     assert pick("auto", "gpu", jnp.float16, 128) == "cudnn"
-    assert pick("auto", "gpu", jnp.float32, 64) is None  # cuDNN's fused kernel: 16-bit only
-    assert pick("auto", "gpu", jnp.bfloat16, 12) is None  # head width not a multiple of 8
-    assert pick("auto", "gpu", jnp.bfloat16, 256) is None
-    assert pick("auto", "cpu", jnp.bfloat16, 64) is None and pick("auto", "tpu", jnp.bfloat16,
-                                                                 64) is None
-    assert pick("xla", "gpu", jnp.bfloat16, 64) is None
+    assert pick("auto", "gpu", jnp.float32, 64) == "einsum"  # cuDNN's fused kernel: 16-bit
+    assert pick("auto", "gpu", jnp.bfloat16, 12) == "einsum"  # head width not a multiple of 8
+    assert pick("auto", "gpu", jnp.bfloat16, 256) == "einsum"
+    assert pick("auto", "cpu", jnp.bfloat16, 64) == pick("auto", "tpu", jnp.bfloat16,
+                                                         64) == "einsum"
+    assert pick("einsum", "gpu", jnp.bfloat16, 64) == "einsum"
     assert pick("cudnn", "gpu", jnp.float32, 64) == "cudnn"
     with pytest.raises(ValueError, match="needs a GPU"):
         pick("cudnn", "cpu", jnp.bfloat16, 64)
@@ -148,9 +148,33 @@ def test_attention_implementation_is_picked_by_backend_dtype_and_head_width():
 
 def test_model_blocks_take_the_configured_attention():
     cfg = default.tiny()
-    cfg.model.attention = "xla"
     m = model_lib.create_model(cfg, num_frames=100, num_joints=10, num_channels=3)
-    assert all(b.implementation is None for b in [*m.encoder, *m.decoder])
+    assert all(b.implementation == "einsum" for b in [*m.encoder, *m.decoder])
     cfg.model.attention = "cudnn"
     with pytest.raises(ValueError, match="needs a GPU"):
         model_lib.create_model(cfg, num_frames=100, num_joints=10, num_channels=3)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_einsum_attention_equals_jax_dot_product_attention(dtype):
+    kq, kk, kv = jax.random.split(jax.random.key(0), 3)
+    q = jax.random.normal(kq, (3, 7, 4, 16), dtype)  # fewer queries than keys (rows-only)
+    k, v = (jax.random.normal(x, (3, 11, 4, 16), dtype) for x in (kk, kv))
+    lens = jnp.array([11, 5, 1], jnp.int32)
+    ref = jax.nn.dot_product_attention(q.astype(jnp.float32), k.astype(jnp.float32),
+                                       v.astype(jnp.float32), key_value_seq_lengths=lens)
+    got = model_lib.attention(q, k, v, lens)
+    assert got.shape == q.shape and got.dtype == dtype
+    tol = 1e-5 if dtype == jnp.float32 else 3e-2
+    np.testing.assert_allclose(np.asarray(got, np.float32), ref, atol=tol, rtol=tol)
+    # keys beyond the length never matter: change them, same output
+    k2 = k.at[1, 5:].set(100.0)
+    np.testing.assert_allclose(model_lib.attention(q, k2, v, lens)[1], got[1], atol=1e-6)
+    loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v) ** 2)
+    g_ref = jax.grad(loss(lambda *a: jax.nn.dot_product_attention(
+        *a, key_value_seq_lengths=lens)), argnums=(0, 1, 2))(
+        *(x.astype(jnp.float32) for x in (q, k, v)))
+    g = jax.grad(loss(lambda *a: model_lib.attention(*a, lens)), argnums=(0, 1, 2))(
+        *(x.astype(jnp.float32) for x in (q, k, v)))
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)

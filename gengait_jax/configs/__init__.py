@@ -14,7 +14,7 @@ DEMO = f"{PRESETS_FILE}:demo"  # the launchers' default --config (works from any
 MODALITIES = ("angles", "positions")
 WITHHOLD = ("joint", "phase")
 CHANNEL_RULES = ("reliable", "all")
-ATTENTION = ("auto", "xla", "cudnn")
+ATTENTION = ("auto", "einsum", "cudnn")
 NUM_FRAMES = 100  # points per stride of every gait_cycles config
 
 
