@@ -20,9 +20,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from benchmarks import op_profile
 from gengait_jax import compilation_cache, data as data_lib, input_pipeline, masking
-from gengait_jax import model as model_lib, scoring, train, train_state
-from gengait_jax import configs
+from gengait_jax import configs, model as model_lib, scoring, train, train_state
 from gengait_jax.gengait import GenGait
 from tfds_gait import gait_cycles, joints
 
@@ -87,7 +87,7 @@ def synthetic_batch(batch_size: int, shape: dict, seed: int = 0) -> dict:
 
 
 def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min_s: float,
-                peak: float) -> dict:
+                peak: float, profile_steps: int = 0) -> dict:
     """The project's compiled sharded train step (train.jit_steps): rate, FLOPs, memory."""
     mesh = train_state.make_mesh(cfg)
     graphdef, abstract = train_state.abstract_state(cfg, shape)
@@ -109,6 +109,7 @@ def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min
             jax.block_until_ready(metrics)
 
         dt = timeit(one, min_s)
+        ops = op_profile.profile(compiled, one, profile_steps, peak) if profile_steps else None
     flops = flops_of(compiled) * mesh.devices.size
     n_tok = shape["num_joints"] * shape["num_frames"] // cfg.model.patch
     out = dict(batch_size=cfg.batch_size, step_s=dt, seq_per_s=cfg.batch_size / dt,
@@ -117,6 +118,8 @@ def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min
                compile_s=compile_s, peak_memory_bytes=peak_bytes(compiled))
     spec = spec_peak_tflops(jax.devices()[0].device_kind)
     out["mfu"] = None if spec is None else flops / dt / (spec * 1e12 * mesh.devices.size)
+    if ops is not None:
+        out["op_profile"] = ops
     return out
 
 
@@ -297,7 +300,7 @@ def load_avg() -> float:
 
 
 def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
-        torch_compile: bool = False) -> dict:
+        torch_compile: bool = False, profile: bool = True) -> dict:
     """All benchmarks of cfg; quick keeps the run under 2 minutes on 2 CPU cores."""
     min_s, n_mm, large = (0.3, 1024, 8) if quick else (2.0, 2048, 64)
     res = dict(config=cfg.get("name", "custom"), quick=quick, backend=jax.default_backend(),
@@ -320,7 +323,8 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     res["input"] = bench_input(data.train, cfg.batch_size, min_s)
     batch = next(iter(bench_input_batches(data.train, cfg.batch_size)))
     done("input")
-    res["train"] = bench_train(cfg, shape, batch, data.refs, min_s, res["peak_gflops"])
+    res["train"] = bench_train(cfg, shape, batch, data.refs, min_s, res["peak_gflops"],
+                               profile_steps=5 if profile else 0)
     res["input"]["ratio_to_train"] = res["input"]["strides_per_s"] / res["train"]["seq_per_s"]
     done("train")
     model = model_lib.create_model(cfg, **shape)
@@ -394,6 +398,10 @@ def table(res: dict) -> str:
     if "cache" in res:
         rows.append(("detect cold / warm cache s",
                      f"{res['cache']['detect_cold_s']:.2f} / {res['cache']['detect_warm_s']:.2f}"))
+    for c, r in (tr.get("op_profile") or {}).get("classes", {}).items():
+        if r["time_ms"]:
+            frac = "" if r["fraction_of_peak"] is None else f", {r['fraction_of_peak']:.2f} of peak"
+            rows.append((f"train op time: {c}", f"{r['time_ms']:.1f} ms ({r['share']:.0%}){frac}"))
     rows.append(("load avg start / end", f"{res['load_avg_start']:.1f} / {res['load_avg_end']:.1f}"))
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)

@@ -32,6 +32,7 @@ _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference (if torch 
 _TORCH_COMPILE = flags.DEFINE_bool(
     "torch_compile", False, "Also try torch.compile for the reference (keeps the faster).")
 _CACHE = flags.DEFINE_bool("cache", True, "Time detect latency with a cold/warm XLA cache.")
+_PROFILE = flags.DEFINE_bool("profile", True, "Profile 5 train steps: time per op class.")
 _SHARDING = flags.DEFINE_bool("sharding_only", False, "Only the train step's sharding report.")
 
 
@@ -44,7 +45,8 @@ def main() -> None:
             json.dump(res, f, indent=2, default=float)
         return
     res = benchmarking.run(_CONFIG.value, quick=_QUICK.value, torch_ref=_TORCH.value,
-                           cache=_CACHE.value, torch_compile=_TORCH_COMPILE.value)
+                           cache=_CACHE.value, torch_compile=_TORCH_COMPILE.value,
+                           profile=_PROFILE.value)
     print(benchmarking.table(res))
     with open(_OUTPUT.value, "w") as f:
         json.dump(res, f, indent=2, default=float)

@@ -95,3 +95,28 @@ def test_sharding_report_gives_each_parameter_class_its_spec_and_per_device_byte
     assert rep["classes"]["adam mu: qkv.kernel"]["bytes_per_device"] == full // 2
     assert rep["compile_s"] > 0 and rep["memory_per_device_bytes"] > 0
     assert "qkv.kernel" in benchmarking.sharding_table(rep)
+
+
+def test_op_profile_puts_each_executed_op_in_its_class():
+    from benchmarks import op_profile
+    w = jnp.ones((16, 64)) * 0.01
+    lens = jnp.array([7, 3])
+
+    def step(x):
+        h = jax.nn.gelu(x @ w)  # dense + elementwise
+        q = h.reshape(2, 8, 4, 16)
+        return model_lib.attention(q, q, q, lens).sum() + jnp.tanh(h).sum()
+
+    x = jnp.ones((16, 16))
+    compiled = jax.jit(jax.grad(step)).lower(x).compile()
+    instrs = op_profile.parse_hlo(compiled.as_text())
+    classes = {op_profile.op_class(i) for i in instrs.values()}
+    assert {"attention", "dense", "elementwise"} <= classes
+    dots = [i for i in instrs.values() if i["op"] == "dot"]
+    assert any(i["attention"] for i in dots) and not all(i["attention"] for i in dots)
+    assert {i["flops"] for i in dots if not i["attention"]} >= {2 * 16 * 64 * 16}
+    rep = op_profile.profile(compiled, lambda: jax.block_until_ready(compiled(x)), 3, 100.0)
+    got = rep["classes"]
+    assert got["attention"]["time_ms"] > 0 and got["dense"]["time_ms"] > 0
+    assert abs(sum(c["share"] for c in got.values()) - 1) < 1e-6
+    assert got["dense"]["gflop"] > 0 and got["dense"]["fraction_of_peak"] > 0
