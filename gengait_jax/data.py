@@ -17,10 +17,14 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 import tfds_gait  # noqa: F401  (registers the gait_cycles builder)
+from tfds_gait import gait_cycles, skeleton
 from tfds_gait import joints as joints_lib
 from tfds_gait.errors import GaitDataError
 
 _META_FIELDS = ("side", "subject", "trial", "cohort", "age_group")
+# Per modality (a TFDS feature of gait_cycles): its validity feature and its joint set.
+VALID_FEATURE = {"angles": "valid", "positions": "positions_valid"}
+JOINT_SET_OF = {"angles": gait_cycles.JOINT_SET, "positions": skeleton.JOINT_SET}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,11 +117,12 @@ def load_split(name: str, split: str, data_dir: str, modality: str = "angles") -
         raise GaitDataError(f"{name}:{split}", f"no '{modality}' feature (features: "
                                                f"{', '.join(sorted(rows[0]))})")
     x = np.stack([np.asarray(r[modality], np.float32) for r in rows])
-    valid = np.stack([np.asarray(r["valid"], bool) for r in rows])
+    valid = np.stack([np.asarray(r[VALID_FEATURE[modality]], bool) for r in rows])
     meta = {k: np.array([_text(r.get(k, b"")) for r in rows], dtype=object) for k in _META_FIELDS}
-    j = x.shape[2]
-    names = joints_lib.joint_names("lower") if j == len(joints_lib.joint_names("lower")) \
-        else tuple(f"j{i}" for i in range(j))
+    names = joints_lib.joint_names(JOINT_SET_OF[modality])
+    if x.shape[2] != len(names):
+        raise GaitDataError(f"{name}:{split}", f"'{modality}' has {x.shape[2]} joints, the "
+                                               f"{JOINT_SET_OF[modality]} set {len(names)}")
     return Strides(x=mask(x, valid), valid=valid, **meta,
                    foot_off_pct=np.array([float(r.get("foot_off_pct", np.nan)) for r in rows]),
                    joint_names=names)

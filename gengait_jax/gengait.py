@@ -22,7 +22,7 @@ from etils import epath
 from gengait_jax import calibration, checkpointing, data, inputs, report, report_html
 from gengait_jax import scoring, twin as twin_lib
 from gengait_jax.workdir import Workdir, write_json, write_npz
-from tfds_gait import joints as joints_lib
+from tfds_gait import joints as joints_lib, skeleton
 from tfds_gait.errors import GaitDataError
 
 
@@ -208,12 +208,15 @@ def masking_groups(flagged_j, model) -> np.ndarray:
 
 
 def channel_info(meta: dict) -> tuple[list[str], str]:
-    """Channel names and units from the meta (angles: the three planes in degrees)."""
+    """Channel names and units from the meta (angles: the three planes in degrees; positions:
+    the body frame's axes in % leg length)."""
     c = int(meta["num_channels"])
     if meta.get("channel_names"):
         return list(meta["channel_names"]), meta.get("units", "")
     if meta.get("modality", "angles") == "angles" and c == len(joints_lib.CHANNELS):
         return list(joints_lib.CHANNELS), meta.get("units", "deg")
+    if meta.get("modality") == "positions" and c == len(skeleton.AXES):
+        return list(skeleton.AXES), skeleton.UNITS
     return [f"channel {i}" for i in range(c)], meta.get("units", "")
 
 

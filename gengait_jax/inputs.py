@@ -1,7 +1,8 @@
 """Detect inputs -> checked `data.Strides` in the model's joint order and stride length.
 
 A `.c3d` trial (Plug-in-Gait outputs or the markers of a known set; segmented into strides by
-tfds_gait, events marked or detected from the markers), or an `.npz` with `angles`
+tfds_gait, events marked or detected from the markers; a skeleton model takes the joint
+centres of its markers), or an `.npz` with `angles` (`positions` for a skeleton model)
 [N, T, J, C] (or one stride [T, J, C]) and optional `valid` [N, T, J], `side` [N] and
 `joint_names` [J]. Every problem raises GaitDataError: ONE line naming the file and the
 problem. What was fixed on the way (resampling, dropped strides, estimated measurements) is
@@ -15,7 +16,7 @@ import os
 import numpy as np
 
 from gengait_jax import data
-from tfds_gait import c3d, joints as joints_lib, strides as strides_lib
+from tfds_gait import c3d, gait_cycles, joints as joints_lib, strides as strides_lib
 from tfds_gait.errors import GaitDataError
 
 MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized stride
@@ -117,15 +118,17 @@ def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
         arrays = dict(np.load(path, allow_pickle=False))
     except Exception as e:  # noqa: BLE001  (zip/format errors of many kinds)
         raise GaitDataError(path, f"not a readable .npz ({type(e).__name__})") from None
-    if "angles" not in arrays:
-        raise GaitDataError(path, f"no 'angles' array (arrays: "
+    key = meta.get("modality", "angles")
+    if key not in arrays:
+        raise GaitDataError(path, f"no '{key}' array (arrays: "
                                   f"{', '.join(sorted(arrays)) or 'none'})")
-    x = arrays["angles"]
+    x = arrays[key]
     if x.dtype.kind not in "fiu":
-        raise GaitDataError(path, f"'angles' has dtype {x.dtype}; expected float degrees")
+        raise GaitDataError(path, f"'{key}' has dtype {x.dtype}; expected float "
+                                  f"{'degrees' if key == 'angles' else 'numbers'}")
     x = x[None] if x.ndim == 3 else x
     if x.ndim != 4 or 0 in x.shape:
-        raise GaitDataError(path, f"'angles' has shape {arrays['angles'].shape}; expected "
+        raise GaitDataError(path, f"'{key}' has shape {arrays[key].shape}; expected "
                                   f"[strides, T, J, C]")
     valid = np.ones(x.shape[:3], bool)
     if "valid" in arrays:
@@ -152,22 +155,30 @@ def joint_set_of(meta: dict) -> str | None:
 
 def load_c3d(path: str, meta: dict, notes: list, static: str | None = "auto") -> data.Strides:
     """Reads a C3D trial and segments it into strides (events marked or detected)."""
-    joint_set = joint_set_of(meta)
+    joint_set, modality = joint_set_of(meta), meta.get("modality", "angles")
     if joint_set is None:
         raise GaitDataError(path, f"the model's joints ({', '.join(meta['joint_names'])}) are "
                                   f"no known joint set: cannot read them from a C3D file")
-    trial = c3d.read_trial(path, joint_set=joint_set, static=static)
+    skeleton = modality == "positions"  # read through the angles' joint set, then the centres
+    trial = c3d.read_trial(path, joint_set=gait_cycles.JOINT_SET if skeleton else joint_set,
+                           static=static)
     rows = strides_lib.segment_strides(trial, num_points=int(meta["num_frames"]))
     if not rows:
         raise GaitDataError(path, "no usable stride (trial too short, no two foot strikes of "
                                   "one side, or every stride skipped: see the warning above)")
-    x = np.stack([np.asarray(r["angles"], np.float64) for r in rows])
-    valid = np.stack([np.asarray(r["valid"], bool) for r in rows])
+    x = np.stack([np.asarray(r[modality], np.float64) for r in rows])
+    valid = np.stack([np.asarray(r[data.VALID_FEATURE[modality]], bool) for r in rows])
+    if skeleton and not valid.any():
+        raise GaitDataError(path, "no joint centres for a skeleton: the markers are not a known "
+                                  "marker set, or a hip, knee or ankle marker is missing")
     side = np.array([str(r["side"]) for r in rows])
-    x, valid = _reorder(path, x, valid, trial.joint_names, meta)
+    names = joints_lib.joint_names(joint_set) if skeleton else trial.joint_names
+    x, valid = _reorder(path, x, valid, names, meta)
     source = "Plug-in-Gait outputs" if trial.angle_source == "plugin_gait" else \
         f"the {trial.marker_set} markers"
-    notes += [f"angles from {source}; {sum(r['events'] == 'marked' for r in rows)} of "
+    what = f"joint centres from the {trial.marker_set} markers" if skeleton else \
+        f"angles from {source}"
+    notes += [f"{what}; {sum(r['events'] == 'marked' for r in rows)} of "
               f"{len(rows)} stride(s) between marked events, the others detected"]
     notes += list(trial.notes)
     return _finish(path, x, valid, side, meta, notes,

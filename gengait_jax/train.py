@@ -72,7 +72,8 @@ def make_data(cfg, train: data_lib.Strides, validation: data_lib.Strides | None)
 
 def load_data(cfg: ml_collections.ConfigDict) -> TrainData:
     """The config's training split (and validation split, if it names one) as Strides."""
-    load = lambda split: data_lib.load_split(cfg.data.name, split, cfg.data.data_dir)
+    load = lambda split: data_lib.load_split(cfg.data.name, split, cfg.data.data_dir,
+                                             cfg.data.get("modality", "angles"))
     return make_data(cfg, load(cfg.data.train_split),
                      load(cfg.data.val_split) if cfg.data.val_split else None)
 

@@ -419,10 +419,15 @@ def read_trial(path: str | os.PathLike, joint_set: str = "lower",
         except ValueError as e:
             raise GaitDataError(path, str(e)) from None
         _check_moving(path, markers, vertical)
+    static_path = find_static(path) if static == "auto" else static
     if angle_source == "markers":
-        static_path = find_static(path) if static == "auto" else static
         kin = _marker_angles(path, markers, ms, params, joint_set, static_path, notes)
         out = kin.angles.astype(np.float32)
+    elif ms is not None:  # Plug-in-Gait angles; the joint centres (skeleton) from the markers
+        try:
+            kin = _marker_angles(path, markers, ms, params, "lower", static_path, [])
+        except (GaitDataError, KeyError) as e:
+            notes.append(f"no skeleton: {e}")
     check_degrees(out, names, path)
     first = int(c["header"]["points"]["first_frame"])
     events = _events(params, rate, first, pts.shape[0], notes)

@@ -1,5 +1,9 @@
 """TFDS builder `gait_cycles`: one example per stride, array_record, no TensorFlow needed.
 
+Features: `angles` [T, 10, 3] (the `lower` joint set, degrees) with `valid` [T, 10], and the
+same stride's skeleton `positions` [T, 11, 3] (tfds_gait.skeleton: body frame, % leg length)
+with `positions_valid` [T, 11] (all False where a trial has no joint centres), plus metadata.
+
 Configs:
 - `embedded` (default): every healthy cohort shipped in `tfds_gait/data/embedded`
   (`<cohort>/<subject>/<trial>.c3d`: biomechZoo children, gaitalytics, Schreiber 2019 and
@@ -30,6 +34,7 @@ import tensorflow_datasets as tfds
 
 from tfds_gait import c3d as c3d_lib
 from tfds_gait import joints as joints_lib
+from tfds_gait import skeleton as skeleton_lib
 from tfds_gait import strides as strides_lib
 from tfds_gait import synthetic as synthetic_lib
 from tfds_gait.errors import GaitDataError
@@ -168,8 +173,8 @@ def loco_split(stride: dict, left_out: str) -> str | None:
 
 def _example(s: dict) -> dict:
     """The stored fields of one stride."""
-    return {k: s[k] for k in ("angles", "valid", "stride_index", "duration_s", "foot_off_pct",
-                              "speed_m_s") + _TEXT_FIELDS}
+    return {k: s[k] for k in ("angles", "valid", "positions", "positions_valid", "stride_index",
+                              "duration_s", "foot_off_pct", "speed_m_s") + _TEXT_FIELDS}
 
 
 def _configs() -> list[tfds.core.BuilderConfig]:
@@ -186,11 +191,13 @@ def _configs() -> list[tfds.core.BuilderConfig]:
 class GaitCycles(tfds.core.GeneratorBasedBuilder):
     """Gait strides [T, J, 3] of Plug-in-Gait joint angles (degrees) with validity masks."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {"1.0.0": "Strides of the embedded, c3d_dir and synthetic cohorts.",
                      "2.0.0": "Four shipped cohorts (marker kinematics where a file has no "
                               "Plug-in-Gait outputs); cohort, age_group, angle_source, "
-                              "marker_set; leave-one-cohort-out configs."}
+                              "marker_set; leave-one-cohort-out configs.",
+                     "2.1.0": "`positions` [T, 11, 3] and `positions_valid`: the skeleton "
+                              "(tfds_gait.skeleton) of the same strides, in the body frame."}
     BUILDER_CONFIGS = _configs()
     DEFAULT_CONFIG_NAME = "embedded"
     MANUAL_DOWNLOAD_INSTRUCTIONS = ("For `c3d_dir`: pass the folder of C3D files as "
@@ -205,10 +212,13 @@ class GaitCycles(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         """Features of one stride."""
         j = len(joints_lib.joint_names(JOINT_SET))
+        k = len(joints_lib.joint_names(skeleton_lib.JOINT_SET))
         f = tfds.features
         return self.dataset_info_from_configs(features=f.FeaturesDict({
             "angles": f.Tensor(shape=(NUM_POINTS, j, 3), dtype=np.float32),
             "valid": f.Tensor(shape=(NUM_POINTS, j), dtype=np.bool_),
+            "positions": f.Tensor(shape=(NUM_POINTS, k, 3), dtype=np.float32),
+            "positions_valid": f.Tensor(shape=(NUM_POINTS, k), dtype=np.bool_),
             **{k: f.Text() for k in _TEXT_FIELDS},
             "stride_index": f.Scalar(dtype=np.int32),
             "duration_s": f.Scalar(dtype=np.float32),
@@ -263,6 +273,9 @@ def _synthetic(train: list[dict]) -> dict[str, list[dict]]:
     total = sum(SYNTHETIC_SUBJECTS.values())
     draw = synthetic_lib.sample_cohort(model, total, SYNTHETIC_STRIDES_PER_SUBJECT,
                                        SYNTHETIC_SEED)
+    k = len(joints_lib.joint_names(skeleton_lib.JOINT_SET))
+    no_skeleton = dict(positions=np.zeros((NUM_POINTS, k, 3), np.float32),
+                       positions_valid=np.zeros((NUM_POINTS, k), bool))  # angles-only model
     out, first = {}, 0
     for split, n in SYNTHETIC_SUBJECTS.items():
         keep = (draw["subject"] >= first) & (draw["subject"] < first + n)
@@ -270,7 +283,7 @@ def _synthetic(train: list[dict]) -> dict[str, list[dict]]:
                            trial="synthetic", side=str(side), events="synthetic",
                            stride_index=i, duration_s=np.nan, foot_off_pct=np.nan,
                            speed_m_s=np.nan, cohort="synthetic", age_group="synthetic",
-                           angle_source="synthetic", marker_set="")
+                           angle_source="synthetic", marker_set="", **no_skeleton)
                       for i, (a, sub, side) in enumerate(zip(draw["angles"][keep],
                                                              draw["subject"][keep],
                                                              draw["side"][keep]))]

@@ -14,9 +14,14 @@ JOINT_SETS: dict[str, tuple[str, ...]] = {
     "lower": tuple(f"{s}{j}" for s in SIDES for j in _LOWER),
     # Lower limb plus trunk angles (thorax, spine), where a dataset has them all.
     "lower_trunk": tuple(f"{s}{j}" for s in SIDES for j in _LOWER + _TRUNK),
+    # 3D points of a skeleton (tfds_gait.skeleton): the pelvis centre, then per side the hip,
+    # knee and ankle joint centres, heel and toe (every marker set and keypoint model has them).
+    "skeleton": ("PELVIS",) + tuple(f"{s}{p}" for s in SIDES
+                                    for p in ("HJC", "KJC", "AJC", "HEEL", "TOE")),
 }
 
-_PRETTY = {"FootProgress": "foot progression"}
+_PRETTY = {"FootProgress": "foot progression", "HJC": "hip centre", "KJC": "knee centre",
+           "AJC": "ankle centre", "HEEL": "heel", "TOE": "toe", "PELVIS": "pelvis centre"}
 
 # Channels of marker-based joint angles that are reliable between sessions, raters and labs
 # (McGinley et al. 2009, Gait Posture 29:360, systematic review: errors < 5 deg for the pelvis,
@@ -47,7 +52,7 @@ def pretty(joint: str) -> str:
     """Returns a clinician-readable name ('RKnee' -> 'right knee'; a name without a side
     prefix is returned as it is)."""
     if joint[:1] not in SIDES or len(joint) < 2 or not joint[1].isupper():
-        return joint
+        return _PRETTY.get(joint, joint)
     side = {"L": "left", "R": "right"}[joint[0]]
     base = joint[1:]
     return f"{side} {_PRETTY.get(base, base.lower())}"

@@ -7,6 +7,8 @@ import logging
 import numpy as np
 
 from tfds_gait import events as events_lib
+from tfds_gait import joints as joints_lib
+from tfds_gait import skeleton
 from tfds_gait.c3d import Trial
 from tfds_gait.errors import GaitDataError
 
@@ -81,10 +83,28 @@ def _off_axis(stride: dict, joint_names: tuple[str, ...]) -> bool:
     return bool(lab) and float(np.abs(rot.mean(axis=0)).max()) > MAX_LAB_ROTATION_DEG
 
 
+def _positions(trial: Trial, points: np.ndarray | None, axis: np.ndarray, s0: float,
+               s1: float, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stride's skeleton (tfds_gait.skeleton) [T, J, 3] and its validity [T, J]; all
+    invalid where the trial has no joint centres or no leg length."""
+    j = len(joints_lib.joint_names(skeleton.JOINT_SET))
+    none = np.zeros((num_points, j, 3), np.float32), np.zeros((num_points, j), bool)
+    if points is None:
+        return none
+    a, b = int(np.floor(s0)), min(int(np.ceil(s1)), len(points) - 1)
+    leg = skeleton.leg_length_mm(trial.kinematics.centres, a, b)
+    pelvis = points[a:b + 1, joints_lib.joint_names(skeleton.JOINT_SET).index("PELVIS")]
+    if not (leg > 0 and np.isfinite(pelvis).all(-1).sum() >= 2):
+        return none
+    body = skeleton.body_frame(points[a:b + 1], pelvis, axis[a:b + 1], trial.vertical, leg)
+    pos = resample(body, num_points, s0 - a, s1 - a).astype(np.float32)
+    return np.nan_to_num(pos), np.isfinite(pos).all(-1)
+
+
 def _stride(trial: Trial, side: str, s0: float, s1: float, offs: np.ndarray,
             angles: np.ndarray, centre: np.ndarray, num_points: int, marked: bool,
-            index: int) -> dict:
-    """One resampled stride with its metadata."""
+            index: int, points: np.ndarray | None, axis: np.ndarray) -> dict:
+    """One resampled stride (angles and skeleton) with its metadata."""
     ang = resample(angles, num_points, s0, s1).astype(np.float32)
     valid = np.isfinite(ang).all(axis=-1)
     duration = (s1 - s0) / trial.rate
@@ -93,7 +113,9 @@ def _stride(trial: Trial, side: str, s0: float, s1: float, offs: np.ndarray,
     a, b = int(round(s0)), int(round(s1))
     dist = np.linalg.norm((centre[b] - centre[a])[:2]) / 1000.0
     speed = dist / duration if dist / duration > TREADMILL_SPEED_M_S else np.nan
-    return dict(angles=np.nan_to_num(ang), valid=valid, subject=trial.subject,
+    pos, pos_valid = _positions(trial, points, axis, s0, s1, num_points)
+    return dict(angles=np.nan_to_num(ang), valid=valid, positions=pos,
+                positions_valid=pos_valid, subject=trial.subject,
                 trial=trial.trial, side=side, stride_index=index,
                 events="marked" if marked else "detected", duration_s=float(duration),
                 foot_off_pct=float(foot_off), speed_m_s=float(speed),
@@ -109,6 +131,8 @@ def segment_strides(trial: Trial, num_points: int = 100,
     evs, _ = trial_events(trial)
     centre, axis = events_lib.pelvis_frame(trial)
     angles = fill_short_gaps(trial.angles, max_gap_frames)
+    points = (None if trial.kinematics is None else
+              fill_short_gaps(skeleton.points(trial.kinematics.centres), max_gap_frames))
     out, skipped = [], {"duration": 0, "turning": 0, "missing": 0, "off_axis": 0}
     for side in ("L", "R"):
         strikes, marked = evs[side]["strike"], set(trial.events[side]["strike"].tolist())
@@ -120,7 +144,7 @@ def segment_strides(trial: Trial, num_points: int = 100,
                 skipped["turning"] += 1
             else:
                 st = _stride(trial, side, s0, s1, evs[side]["off"], angles, centre, num_points,
-                             s0 in marked and s1 in marked, len(out))
+                             s0 in marked and s1 in marked, len(out), points, axis)
                 if st["valid"].mean() < 0.5:
                     skipped["missing"] += 1
                 elif _off_axis(st, trial.joint_names):

@@ -117,6 +117,16 @@ def demo() -> ml_collections.ConfigDict:
     return c
 
 
+def demo_skeleton() -> ml_collections.ConfigDict:
+    """`demo` on the skeleton (`positions`: 11 joint centres in the body frame, % leg length;
+    tfds_gait.skeleton) instead of the joint angles; mirroring stays off (its left/right swap
+    is for per-side angles)."""
+    c = demo()
+    c.data.modality = "positions"
+    c.augment.mirror_prob = 0.0
+    return c
+
+
 def paper() -> ml_collections.ConfigDict:
     """A larger model for accelerators on the 150-subject synthetic cohort (or a c3d_dir)."""
     c = _augmented(_base())
@@ -134,7 +144,7 @@ def paper() -> ml_collections.ConfigDict:
 
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     """Returns the named preset (`--config=default.py:tiny`)."""
-    presets = {"tiny": tiny, "demo": demo, "paper": paper}
+    presets = {"tiny": tiny, "demo": demo, "demo_skeleton": demo_skeleton, "paper": paper}
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets)}")
     c = presets[preset]()

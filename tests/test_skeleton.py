@@ -1,0 +1,80 @@
+"""Skeleton strides: the body frame (origin, axes, scale) and the positions of real trials."""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+from gengait_jax import data, inputs
+from tfds_gait import c3d, gait_cycles, joints, skeleton, strides
+
+NAMES = joints.joint_names("skeleton")
+EMB = gait_cycles.EMBEDDED_DIR
+
+
+def _walker(frames: int = 120, vertical: int = 2, heading_deg: float = 0.0,
+            speed_mm: float = 12.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(points [F, J, 3] lab mm, pelvis [F, 3], heading [F, 3]) of a made-up walker: pelvis
+    moving forward at constant speed with a 10 mm vertical bob, legs of 800 mm straight down,
+    the left one 100 mm to the left."""
+    t = np.arange(frames, dtype=float)
+    body = np.zeros((frames, len(NAMES), 3))  # x forward, y left, z up (body frame, mm)
+    body[:, :, 0] = speed_mm * t[:, None]
+    body[:, :, 2] = 900.0 + 10.0 * np.sin(2 * np.pi * t / frames)[:, None]
+    for k, name in enumerate(NAMES):  # legs of 800 mm: knee 400 below the hip, ankle 800
+        body[:, k, 2] -= {"KJC": 400.0, "AJC": 800.0}.get(name[1:], 0.0)
+        if name in ("LHJC", "LKJC", "LAJC"):
+            body[:, k, 1] += 100.0  # the left leg 100 mm to the left
+    a = np.radians(heading_deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    if vertical == 1:  # a right-handed lab with y up: lab (x, y, z) = (x, z, -y)
+        rot = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]]) @ rot
+    lab = body @ rot.T + np.array([3000.0, -1500.0, 200.0])
+    heading = np.broadcast_to(rot[:, 0], (frames, 3)).copy()
+    return lab, lab[:, 0], heading
+
+
+@pytest.mark.parametrize("heading_deg,vertical", [(0.0, 2), (37.0, 2), (-120.0, 1)])
+def test_body_frame_is_the_same_for_any_lab_direction_and_vertical_axis(heading_deg, vertical):
+    pts, pelvis, heading = _walker(vertical=vertical, heading_deg=heading_deg)
+    centres = {n: pts[:, k] for k, n in enumerate(NAMES)}
+    leg = skeleton.leg_length_mm(centres, 0, len(pts) - 1)
+    assert leg == pytest.approx(800.0)
+    body = skeleton.body_frame(pts, pelvis, heading, vertical, leg)
+    ankle = body[:, NAMES.index("LAJC")]
+    np.testing.assert_allclose(ankle[:, 0], 0.0, atol=1e-6)  # moves with the pelvis
+    np.testing.assert_allclose(ankle[:, 1], 100.0 / 8.0, atol=1e-6)  # 100 mm left: 12.5 %
+    np.testing.assert_allclose(body[:, 0, 2], 10.0 / 8.0 * np.sin(  # the pelvis keeps its bob
+        2 * np.pi * np.arange(len(pts)) / len(pts)), atol=1e-6)
+    np.testing.assert_allclose(body[:, 0, :2], 0.0, atol=1e-6)  # on its walking line
+
+
+def test_real_strides_of_both_kinds_of_file_have_a_plausible_skeleton():
+    files = {"plugin_gait": os.path.join(EMB, "biomechzoo", "HC031A", "Straight_HC031A06.c3d"),
+             "markers": sorted(p for p in glob.glob(os.path.join(EMB, "schreiber2019", "*", "*.c3d"))
+                               if not c3d.is_static_name(p))[0]}
+    for source, path in files.items():
+        trial = c3d.read_trial(path)
+        assert trial.angle_source == source and trial.kinematics is not None
+        rows = strides.segment_strides(trial)
+        pos = np.stack([r["positions"] for r in rows])
+        assert pos.shape[1:] == (100, len(NAMES), 3)
+        assert np.stack([r["positions_valid"] for r in rows]).all()
+        mean = pos.mean((0, 1))  # [J, 3], % leg length
+        for s, sign in (("L", 1), ("R", -1)):
+            ankle = mean[NAMES.index(f"{s}AJC")]
+            assert -100 < ankle[2] < -80 and sign * ankle[1] > 0  # below the pelvis, its side
+            toe = pos[:, :, NAMES.index(f"{s}TOE"), 0]
+            assert 60 < np.ptp(toe, axis=1).mean() < 130  # the foot travels ~a leg per stride
+
+
+def test_c3d_input_of_a_skeleton_model_gives_its_positions():
+    path = os.path.join(EMB, "biomechzoo", "HC031A", "Straight_HC031A06.c3d")
+    pos = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
+    meta = dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions",
+                stats=dict(mean=pos.mean((0, 1)).tolist(), std=pos.std((0, 1)).tolist()))
+    st, notes = inputs.load(path, meta)
+    assert st.x.shape[1:] == (100, len(NAMES), 3) and st.joint_names == NAMES
+    assert any("joint centres from the plugin_gait markers" in n for n in notes)
+    assert data.VALID_FEATURE["positions"] == "positions_valid"
