@@ -1,8 +1,8 @@
 """Detect inputs -> checked `data.Strides` in the model's joint order and stride length.
 
-A `.c3d` trial (Plug-in-Gait outputs or the markers of a known set; segmented into strides by
-tfds_gait, events marked or detected from the markers; a skeleton model takes the joint
-centres of its markers), or an `.npz` with `angles` (`positions` for a skeleton model)
+A `.c3d` trial (Plug-in-Gait outputs or the markers of a known set) or an OpenSim / OpenCap
+`.trc` marker file (segmented into strides by tfds_gait, events marked or detected from the
+markers; a skeleton model takes the joint centres of its markers), or an `.npz` with `angles` (`positions` for a skeleton model)
 [N, T, J, C] (or one stride [T, J, C]) and optional `valid` [N, T, J], `side` [N] and
 `joint_names` [J]. Every problem raises GaitDataError: ONE line naming the file and the
 problem. What was fixed on the way (resampling, dropped strides, estimated measurements) is
@@ -22,7 +22,7 @@ from tfds_gait.errors import GaitDataError
 MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized stride
 RADIAN_MAX_ABS = 3.5  # angles whose largest |value| is below this (~pi) look like radians
 SCALE_RATIO = 0.1     # input spread < 0.1x (or > 10x) the training spread: wrong units
-SUFFIXES = (".c3d", ".npz")
+SUFFIXES = (".c3d", ".trc", ".npz")
 
 
 def resample(x: np.ndarray, t_out: int) -> np.ndarray:
@@ -153,8 +153,8 @@ def joint_set_of(meta: dict) -> str | None:
     return next((k for k, v in joints_lib.JOINT_SETS.items() if v == want), None)
 
 
-def load_c3d(path: str, meta: dict, notes: list, static: str | None = "auto") -> data.Strides:
-    """Reads a C3D trial and segments it into strides (events marked or detected)."""
+def load_trial(path: str, meta: dict, notes: list, static: str | None = "auto") -> data.Strides:
+    """Reads a C3D or .trc trial and segments it into strides (events marked or detected)."""
     joint_set, modality = joint_set_of(meta), meta.get("modality", "angles")
     if joint_set is None:
         raise GaitDataError(path, f"the model's joints ({', '.join(meta['joint_names'])}) are "
@@ -195,7 +195,7 @@ def load(path: str, meta: dict, static: str | None = "auto") -> tuple[data.Strid
     notes: list[str] = []
     if ext == ".npz":
         return load_npz(path, meta, notes), notes
-    if ext == ".c3d":
-        return load_c3d(path, meta, notes, static), notes
+    if ext in (".c3d", ".trc"):
+        return load_trial(path, meta, notes, static), notes
     raise GaitDataError(path, f"unknown input type {ext or '(none)'}: expected "
                               f"{' or '.join(SUFFIXES)}")

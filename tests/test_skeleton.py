@@ -78,3 +78,52 @@ def test_c3d_input_of_a_skeleton_model_gives_its_positions():
     assert st.x.shape[1:] == (100, len(NAMES), 3) and st.joint_names == NAMES
     assert any("joint centres from the plugin_gait markers" in n for n in notes)
     assert data.VALID_FEATURE["positions"] == "positions_valid"
+
+
+# gaitalytics' HBM labels (without the side letter) -> OpenCap's augmented marker names
+OPENCAP = {"ASIS": "ASIS_study", "PSIS": "PSIS_study", "LEK": "knee_study", "MEK": "mknee_study",
+           "LM": "ankle_study", "MM": "mankle_study", "HEE": "calc_study", "MT2": "toe_study",
+           "MT5": "5meta_study"}
+
+
+def _write_trc(path, labels, pts_mm, rate):
+    """An OpenCap-style .trc: metres, Y up (lab z -> y, lab y -> -z), OpenCap marker names."""
+    pts = pts_mm[..., [0, 2, 1]] * np.array([1, 1, -1]) / 1000.0
+    lines = [f"PathFileType\t4\t(X/Y/Z)\t{os.path.basename(path)}",
+             "DataRate\tCameraRate\tNumFrames\tNumMarkers\tUnits\tOrigDataRate\t"
+             "OrigDataStartFrame\tOrigNumFrames",
+             f"{rate:g}\t{rate:g}\t{len(pts)}\t{len(labels)}\tm\t{rate:g}\t1\t{len(pts)}",
+             "Frame#\tTime\t" + "\t\t\t".join(labels),
+             "\t\t" + "\t".join(f"{a}{k + 1}" for k in range(len(labels)) for a in "XYZ"), ""]
+    for f, row in enumerate(pts):
+        vals = ["" if not np.isfinite(v) else f"{v:.6f}" for v in row.ravel()]
+        lines.append(f"{f + 1}\t{f / rate:.5f}\t" + "\t".join(vals))
+    open(path, "w").write("\n".join(lines) + "\n")
+
+
+def test_opencap_trc_gives_the_skeleton_of_the_same_markers_in_a_c3d(tmp_path):
+    path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")  # 20 strides
+    _, params, pts, labels, rate = c3d._read_points(path)
+    keep, names = [], []
+    for i, lab in enumerate(labels):
+        side, role = lab[:1], lab[1:]
+        if side in "LR" and role in OPENCAP:
+            keep.append(i)
+            sep = "." if role in ("ASIS", "PSIS") else "_"
+            names.append(("L" if side == "L" else "r") + sep + OPENCAP[role])
+    assert len(names) == 18
+    trc_path = tmp_path / "walk.trc"
+    _write_trc(trc_path, names, pts[:, keep], rate)
+    from_trc = c3d.read_trial(str(trc_path), static=None)
+    assert from_trc.marker_set == "opencap" and from_trc.vertical == 1
+    assert not any(from_trc.events[s]["strike"].size for s in "LR")  # a .trc has no events
+    rows = strides.segment_strides(from_trc)  # events detected from the feet
+    assert len(rows) >= 10
+    pos = np.stack([r["positions"] for r in rows])
+    assert np.stack([r["positions_valid"] for r in rows]).all()
+    ankle = pos[:, :, NAMES.index("LAJC")].mean((0, 1))
+    assert -100 < ankle[2] < -80 and ankle[1] > 0
+    bad = tmp_path / "bad.trc"
+    bad.write_text("not a trc\n")
+    with pytest.raises(c3d.GaitDataError, match="bad.trc: not a .trc marker file"):
+        c3d.read_trial(str(bad))

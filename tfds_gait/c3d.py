@@ -1,4 +1,4 @@
-"""C3D trial reader: joint angles (Plug-in-Gait outputs, or computed from the markers of any
+"""C3D (and OpenSim .trc) trial reader: joint angles (Plug-in-Gait outputs, or computed from the markers of any
 known marker set), markers by anatomical role, subject measurements and the marked events.
 
 `read_trial(path, angles="auto")` takes the file's Plug-in-Gait angle outputs when it has
@@ -20,7 +20,7 @@ import numpy as np
 
 from tfds_gait import joints as joints_lib
 from tfds_gait import kinematics as kin_lib
-from tfds_gait import marker_sets
+from tfds_gait import marker_sets, trc
 from tfds_gait.errors import GaitDataError
 
 MIN_FRAMES = 20
@@ -319,7 +319,11 @@ def _check_moving(path: str, markers: dict[str, np.ndarray], vertical: int) -> N
 
 
 def _read_points(path: str):
-    """(ezc3d object, params, points [F, P, 3], labels, rate) with the frame checks."""
+    """(first frame, params, points [F, P, 3], labels, rate) of a .c3d (with the frame
+    checks) or a .trc (`tfds_gait.trc`: params hold POINT:UNITS only)."""
+    if path.lower().endswith(".trc"):
+        params, pts, labels, rate, first = trc.read_points(path)
+        return first, params, pts, labels, rate
     c = _open(path)
     params = c["parameters"]
     rate = float(np.asarray(params["POINT"]["RATE"]["value"]).ravel()[0])
@@ -330,7 +334,7 @@ def _read_points(path: str):
     if pts.shape[0] < declared:  # ezc3d silently returns the frames before the cut
         raise GaitDataError(path, f"truncated or corrupt: holds {pts.shape[0]} of the "
                                   f"{declared} frames its header declares")
-    return c, params, pts, labels, rate
+    return int(c["header"]["points"]["first_frame"]), params, pts, labels, rate
 
 
 def read_markers(path: str, ms: marker_sets.MarkerSet) -> dict[str, np.ndarray]:
@@ -384,7 +388,7 @@ def read_trial(path: str | os.PathLike, joint_set: str = "lower",
     path = os.fspath(path)
     if angles not in ANGLE_SOURCES:
         raise ValueError(f"angles={angles!r}; expected one of {ANGLE_SOURCES}")
-    c, params, pts, labels, rate = _read_points(path)
+    first, params, pts, labels, rate = _read_points(path)
     if pts.shape[0] < MIN_FRAMES:
         raise GaitDataError(path, f"only {pts.shape[0]} frames; at least {MIN_FRAMES} needed"
                                   + (" (a static trial?)" if pts.shape[0] < 5 else ""))
@@ -429,7 +433,6 @@ def read_trial(path: str | os.PathLike, joint_set: str = "lower",
         except (GaitDataError, KeyError) as e:
             notes.append(f"no skeleton: {e}")
     check_degrees(out, names, path)
-    first = int(c["header"]["points"]["first_frame"])
     events = _events(params, rate, first, pts.shape[0], notes)
     stem = os.path.splitext(os.path.basename(path))[0]
     return Trial(path=path, subject=subject or subject_from_path(path), trial=stem, rate=rate,

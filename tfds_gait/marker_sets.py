@@ -118,8 +118,24 @@ _HBM = MarkerSet(
     required=("LASIS", "RASIS", "LPSIS", "RPSIS") + _both("KNEE_LAT", "KNEE_MED", "ANKLE_LAT",
                                                           "ANKLE_MED", "HEEL", "TOE"))
 
+_OPENCAP = MarkerSet(
+    name="opencap",
+    description="OpenCap / Pose2Sim augmented anatomical markers in a .trc (r.ASIS_study "
+                "L.PSIS_study r_knee_study r_mknee_study r_ankle_study r_mankle_study "
+                "r_calc_study r_toe_study r_5meta_study ...)",
+    method="anatomical",
+    labels={"LASIS": ("L.ASIS_study",), "RASIS": ("r.ASIS_study",),
+            "LPSIS": ("L.PSIS_study",), "RPSIS": ("r.PSIS_study",),
+            **_sided({"THIGH": "{s}thigh1_study", "KNEE_LAT": "{s}knee_study",
+                      "KNEE_MED": "{s}mknee_study", "SHANK": "{s}sh1_study",
+                      "ANKLE_LAT": "{s}ankle_study", "ANKLE_MED": "{s}mankle_study",
+                      "HEEL": "{s}calc_study", "TOE": "{s}toe_study", "MT5": "{s}5meta_study"},
+                     {"L": "L_", "R": "r_"})},
+    required=("LASIS", "RASIS", "LPSIS", "RPSIS") + _both("KNEE_LAT", "KNEE_MED", "ANKLE_LAT",
+                                                          "ANKLE_MED", "HEEL", "TOE"))
+
 # Detection order: the first set whose required labels are all present wins.
-MARKER_SETS: tuple[MarkerSet, ...] = (_PIG, _ISB, _FUKUCHI, _HBM)
+MARKER_SETS: tuple[MarkerSet, ...] = (_PIG, _ISB, _FUKUCHI, _HBM, _OPENCAP)
 
 
 def by_name(name: str) -> MarkerSet:
