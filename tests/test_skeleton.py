@@ -101,9 +101,10 @@ def _write_trc(path, labels, pts_mm, rate):
     open(path, "w").write("\n".join(lines) + "\n")
 
 
-def test_opencap_trc_gives_the_skeleton_of_the_same_markers_in_a_c3d(tmp_path):
-    path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")  # 20 strides
-    _, params, pts, labels, rate = c3d._read_points(path)
+def _gaitalytics_as_opencap() -> tuple[list[str], np.ndarray, float]:
+    """gaitalytics' treadmill trial (20 strides) with its HBM markers renamed as OpenCap's."""
+    path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
+    _, _, pts, labels, rate = c3d._read_points(path)
     keep, names = [], []
     for i, lab in enumerate(labels):
         side, role = lab[:1], lab[1:]
@@ -112,8 +113,13 @@ def test_opencap_trc_gives_the_skeleton_of_the_same_markers_in_a_c3d(tmp_path):
             sep = "." if role in ("ASIS", "PSIS") else "_"
             names.append(("L" if side == "L" else "r") + sep + OPENCAP[role])
     assert len(names) == 18
+    return names, pts[:, keep], rate
+
+
+def test_opencap_trc_gives_a_skeleton_with_events_from_the_feet(tmp_path):
+    names, pts, rate = _gaitalytics_as_opencap()
     trc_path = tmp_path / "walk.trc"
-    _write_trc(trc_path, names, pts[:, keep], rate)
+    _write_trc(trc_path, names, pts, rate)
     from_trc = c3d.read_trial(str(trc_path), static=None)
     assert from_trc.marker_set == "opencap" and from_trc.vertical == 1
     assert not any(from_trc.events[s]["strike"].size for s in "LR")  # a .trc has no events
@@ -127,3 +133,18 @@ def test_opencap_trc_gives_the_skeleton_of_the_same_markers_in_a_c3d(tmp_path):
     bad.write_text("not a trc\n")
     with pytest.raises(c3d.GaitDataError, match="bad.trc: not a .trc marker file"):
         c3d.read_trial(str(bad))
+
+
+@pytest.mark.parametrize("labels,units,match", [
+    (["Nose", "Neck", "RHip"], "m", "no known marker set"),
+    (None, "furlong", "POINT:UNITS is 'furlong'"),
+])
+def test_bad_trc_files_are_one_line_errors(tmp_path, labels, units, match):
+    names, pts, rate = _gaitalytics_as_opencap()
+    labels = labels or names
+    trc_path = tmp_path / "walk.trc"
+    _write_trc(trc_path, labels, pts[:, :len(labels)], rate)
+    trc_path.write_text(trc_path.read_text().replace("\tm\t", f"\t{units}\t", 1))
+    with pytest.raises(c3d.GaitDataError, match=match) as e:
+        c3d.read_trial(str(trc_path), static=None)
+    assert "\n" not in str(e.value) and "walk.trc" in str(e.value)

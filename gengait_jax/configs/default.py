@@ -2,7 +2,8 @@ r"""GenGait configs, one preset per use (config as code).
 
 Run:  python -m launch.train --config=gengait_jax/configs/default.py:demo --workdir=runs/demo
 Override any value on the command line, e.g. `--config.total_steps=200`.
-Presets: `tiny` (tests, seconds), `demo` (README main job on 2 CPU cores), `paper` (accelerators).
+Presets: `tiny` (tests, seconds), `demo` (README main job on 2 CPU cores), `paper` (accelerators);
+`demo_skeleton` / `paper_skeleton`: the same on 3D joint centres (`data.modality="positions"`).
 """
 
 import ml_collections
@@ -142,9 +143,20 @@ def paper() -> ml_collections.ConfigDict:
     return c
 
 
+def paper_skeleton() -> ml_collections.ConfigDict:
+    """`paper` on skeletons: the positions of the real cohorts (the synthetic cohort is angles
+    only): the embedded cohort, or a lab's folder with `data.name=gait_cycles/c3d_dir`."""
+    c = paper()
+    c.data.name = "gait_cycles/embedded"
+    c.data.modality = "positions"
+    c.augment.mirror_prob = 0.0
+    return c
+
+
 def get_config(preset: str = "demo") -> ml_collections.ConfigDict:
     """Returns the named preset (`--config=default.py:tiny`)."""
-    presets = {"tiny": tiny, "demo": demo, "demo_skeleton": demo_skeleton, "paper": paper}
+    presets = {"tiny": tiny, "demo": demo, "demo_skeleton": demo_skeleton, "paper": paper,
+               "paper_skeleton": paper_skeleton}
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets)}")
     c = presets[preset]()
