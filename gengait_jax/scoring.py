@@ -28,7 +28,7 @@ from gengait_jax.model import GenGaitMAE
 MIN_VALID_FRACTION = 0.5
 MIN_CONTEXT_FRACTION = 0.5
 CONTEXT_HIDE = 0.25  # share of the context tokens a random context masking also hides
-BUCKETS = (8, 16, 32, 64)  # strides are padded to one of these (one compile per size)
+BUCKETS = (8, 12, 16, 24, 32, 48, 64)  # strides are padded to one of these (one compile each)
 
 _TRACES: collections.Counter = collections.Counter()
 
