@@ -16,7 +16,8 @@ import os
 import numpy as np
 
 from gengait_jax import data
-from tfds_gait import c3d, gait_cycles, joints as joints_lib, strides as strides_lib
+from tfds_gait import c3d, gait_cycles, joints as joints_lib, keypoints as keypoints_lib
+from tfds_gait import skeleton as skeleton_lib, strides as strides_lib
 from tfds_gait.errors import GaitDataError
 
 MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized stride
@@ -113,11 +114,14 @@ def _finish(path: str, x, valid, side, meta: dict, notes: list, **fields) -> dat
 
 
 def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
-    """Reads and checks an .npz of strides."""
+    """Reads and checks an .npz of strides, or of keypoints (`keypoints` [frames, K, 3] with
+    `joint_names` [K] and `rate`: a recording, cut into strides here)."""
     try:
         arrays = dict(np.load(path, allow_pickle=False))
     except Exception as e:  # noqa: BLE001  (zip/format errors of many kinds)
         raise GaitDataError(path, f"not a readable .npz ({type(e).__name__})") from None
+    if "keypoints" in arrays:
+        return load_keypoints(path, arrays, meta, notes)
     key = meta.get("modality", "angles")
     if key not in arrays:
         raise GaitDataError(path, f"no '{key}' array (arrays: "
@@ -147,6 +151,22 @@ def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
     return _finish(path, x, valid, side, meta, notes)
 
 
+def load_keypoints(path: str, arrays: dict, meta: dict, notes: list) -> data.Strides:
+    """A recording of 3D keypoints (tfds_gait.keypoints) -> the skeleton strides of a
+    positions model (events from the feet)."""
+    if meta.get("modality", "angles") != "positions":
+        raise GaitDataError(path, "keypoints give a skeleton; this model reads joint angles "
+                                  "(train a skeleton model: --config=...:demo_skeleton)")
+    for key in ("joint_names", "rate"):
+        if key not in arrays:
+            raise GaitDataError(path, f"keypoints need '{key}' (arrays: "
+                                      f"{', '.join(sorted(arrays))})")
+    rate = float(np.asarray(arrays["rate"]).ravel()[0])
+    trial = keypoints_lib.trial_from_points(path, arrays["keypoints"],
+                                            [str(n) for n in arrays["joint_names"]], rate)
+    return _strides_of(path, trial, meta, notes, "positions")
+
+
 def joint_set_of(meta: dict) -> str | None:
     """The canonical joint set whose names are the checkpoint's (None if none is)."""
     want = tuple(meta["joint_names"])
@@ -162,22 +182,30 @@ def load_trial(path: str, meta: dict, notes: list, static: str | None = "auto") 
     skeleton = modality == "positions"  # read through the angles' joint set, then the centres
     trial = c3d.read_trial(path, joint_set=gait_cycles.JOINT_SET if skeleton else joint_set,
                            static=static)
-    rows = strides_lib.segment_strides(trial, num_points=int(meta["num_frames"]))
+    return _strides_of(path, trial, meta, notes, modality)
+
+
+def _strides_of(path: str, trial, meta: dict, notes: list, modality: str) -> data.Strides:
+    """The trial's strides of the model's modality, checked and in the model's order."""
+    skeleton = modality == "positions"
+    if skeleton and trial.kinematics is None:
+        raise GaitDataError(path, "no joint centres for a skeleton: the markers are not a known "
+                                  "marker set, or a hip, knee or ankle marker is missing")
+    rows = strides_lib.segment_strides(trial, num_points=int(meta["num_frames"]),
+                                       require=data.VALID_FEATURE[modality])
     if not rows:
         raise GaitDataError(path, "no usable stride (trial too short, no two foot strikes of "
                                   "one side, or every stride skipped: see the warning above)")
     x = np.stack([np.asarray(r[modality], np.float64) for r in rows])
     valid = np.stack([np.asarray(r[data.VALID_FEATURE[modality]], bool) for r in rows])
-    if skeleton and not valid.any():
-        raise GaitDataError(path, "no joint centres for a skeleton: the markers are not a known "
-                                  "marker set, or a hip, knee or ankle marker is missing")
     side = np.array([str(r["side"]) for r in rows])
-    names = joints_lib.joint_names(joint_set) if skeleton else trial.joint_names
+    names = joints_lib.joint_names(skeleton_lib.JOINT_SET) if skeleton else trial.joint_names
     x, valid = _reorder(path, x, valid, names, meta)
-    source = "Plug-in-Gait outputs" if trial.angle_source == "plugin_gait" else \
-        f"the {trial.marker_set} markers"
-    what = f"joint centres from the {trial.marker_set} markers" if skeleton else \
-        f"angles from {source}"
+    source = {"plugin_gait": "Plug-in-Gait outputs", "keypoints": "keypoints"}.get(
+        trial.angle_source, f"the {trial.marker_set} markers")
+    what = (f"joint centres from the {trial.marker_set} markers"
+            if skeleton and trial.angle_source != "keypoints" else
+            "skeleton from 3D keypoints" if skeleton else f"angles from {source}")
     notes += [f"{what}; {sum(r['events'] == 'marked' for r in rows)} of "
               f"{len(rows)} stride(s) between marked events, the others detected"]
     notes += list(trial.notes)

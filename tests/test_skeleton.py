@@ -148,3 +148,46 @@ def test_bad_trc_files_are_one_line_errors(tmp_path, labels, units, match):
     with pytest.raises(c3d.GaitDataError, match=match) as e:
         c3d.read_trial(str(trc_path), static=None)
     assert "\n" not in str(e.value) and "walk.trc" in str(e.value)
+
+
+def _keypoints_of(path: str) -> tuple[np.ndarray, list[str], float]:
+    """A pose estimator's view of a marker trial: its joint centres, heels and toes as 3D
+    keypoints in metres with OpenPose names (pelvis as MidHip)."""
+    t = c3d.read_trial(path)
+    names = {"PELVIS": "MidHip", "HJC": "Hip", "KJC": "Knee", "AJC": "Ankle", "HEEL": "Heel",
+             "TOE": "BigToe"}
+    out, labels = [], []
+    for p, x in t.kinematics.centres.items():
+        labels.append(names[p] if p == "PELVIS" else p[0] + names[p[1:]])
+        out.append(x / 1000.0)
+    return np.stack(out, axis=1), labels, t.rate
+
+
+def test_keypoints_npz_gives_the_skeleton_of_the_same_trial(tmp_path):
+    path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
+    kp, labels, rate = _keypoints_of(path)
+    meta = dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions")
+    ref = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
+    meta["stats"] = dict(mean=ref.mean((0, 1)).tolist(), std=ref.std((0, 1)).tolist())
+    np.savez(tmp_path / "kp.npz", keypoints=kp, joint_names=np.array(labels), rate=rate)
+    st, notes = inputs.load(str(tmp_path / "kp.npz"), meta)
+    assert len(st) >= 10 and st.x.shape[1:] == (100, len(NAMES), 3)
+    assert any("keypoints in m" in n for n in notes)
+    # the same body frame as the C3D's own skeleton (events detected, not marked: ~1 frame)
+    assert np.abs(st.x.mean((0, 1)) - ref.mean((0, 1))).max() < 2.0
+    bad = {"frozen": dict(keypoints=np.where(np.arange(len(labels))[None, :, None] == 3,
+                                             kp[:1], kp)),
+           "mm_as_m": dict(keypoints=kp * 1e4),
+           "no_rate": {}}
+    for name, change in bad.items():
+        arrays = {**dict(keypoints=kp, joint_names=np.array(labels), rate=rate), **change}
+        if name == "no_rate":
+            arrays.pop("rate")
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(c3d.GaitDataError) as e:
+            inputs.load(str(tmp_path / f"{name}.npz"), meta)
+        msg = str(e.value)
+        assert f"{name}.npz" in msg and "\n" not in msg
+        assert {"frozen": "frozen", "mm_as_m": "fits no unit", "no_rate": "'rate'"}[name] in msg
+    with pytest.raises(c3d.GaitDataError, match="reads joint angles"):
+        inputs.load(str(tmp_path / "kp.npz"), dict(meta, modality="angles"))

@@ -33,8 +33,18 @@ def _fill(x: np.ndarray) -> np.ndarray:
 
 def pelvis_frame(trial: Trial) -> tuple[np.ndarray, np.ndarray]:
     """Pelvis centre [F, 3] and horizontal unit anterior axis [F, 3] from the pelvis markers
-    (roles of `tfds_gait.marker_sets`: ASIS, and PSIS or the sacrum)."""
+    (roles of `tfds_gait.marker_sets`: ASIS, and PSIS or the sacrum), or for keypoints from the
+    hip centres (`LHJC`, `RHJC`: forward = left-to-right x up)."""
     m = trial.markers
+    if "LASIS" not in m and "LHJC" in m and "RHJC" in m:  # keypoints: the hip line
+        up = np.zeros(3)
+        up[trial.vertical] = 1.0
+        left, right = _fill(m["LHJC"]), _fill(m["RHJC"])
+        axis = np.cross(left - right, up)
+        norm = np.linalg.norm(axis, axis=-1, keepdims=True)
+        if not np.all(np.isfinite(norm)) or np.any(norm < 1e-6):
+            raise GaitDataError(trial.path, "hip keypoints are missing or degenerate")
+        return (left + right) / 2.0, axis / norm
     if "LASIS" not in m or "RASIS" not in m:
         raise GaitDataError(trial.path, "no left/right ASIS markers (LASI/RASI or the marker "
                                         "set's equivalent) to find the walking direction")

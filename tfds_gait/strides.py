@@ -60,14 +60,15 @@ def trial_events(trial: Trial) -> tuple[dict, dict[str, str]]:
     return merged, {s: ("marked" if marked[s]["strike"].size else "detected") for s in "LR"}
 
 
-def _heading_change_deg(axis: np.ndarray, a: int, b: int) -> float:
-    """Heading change (deg) between the mean pelvis axis of a stride's two halves.
-
+def _heading_change_deg(axis: np.ndarray, a: int, b: int, vertical: int = 2) -> float:
+    """Heading change (deg) between the mean pelvis axis of a stride's two halves, in the
+    horizontal plane (the two lab axes other than `vertical`).
     Half-stride means keep the normal pelvic rotation (up to ~8 deg on the shipped straight
     walks) apart from turning (9-54 deg per stride in the shipped turn trials).
     """
+    h = [k for k in range(3) if k != vertical]
     m = (a + b) // 2
-    h1, h2 = axis[a:m].mean(axis=0), axis[m:b + 1].mean(axis=0)
+    h1, h2 = axis[a:m].mean(axis=0)[h], axis[m:b + 1].mean(axis=0)[h]
     d = np.arctan2(h2[1], h2[0]) - np.arctan2(h1[1], h1[0])
     return float(np.degrees(abs(np.angle(np.exp(1j * d)))))
 
@@ -111,7 +112,8 @@ def _stride(trial: Trial, side: str, s0: float, s1: float, offs: np.ndarray,
     inside = offs[(offs > s0) & (offs < s1)]
     foot_off = 100.0 * (inside[0] - s0) / (s1 - s0) if inside.size else np.nan
     a, b = int(round(s0)), int(round(s1))
-    dist = np.linalg.norm((centre[b] - centre[a])[:2]) / 1000.0
+    horizontal = [k for k in range(3) if k != trial.vertical]
+    dist = np.linalg.norm((centre[b] - centre[a])[horizontal]) / 1000.0
     speed = dist / duration if dist / duration > TREADMILL_SPEED_M_S else np.nan
     pos, pos_valid = _positions(trial, points, axis, s0, s1, num_points)
     return dict(angles=np.nan_to_num(ang), valid=valid, positions=pos,
@@ -125,9 +127,11 @@ def _stride(trial: Trial, side: str, s0: float, s1: float, offs: np.ndarray,
 def segment_strides(trial: Trial, num_points: int = 100,
                     max_gap_frames: int = MAX_GAP_FRAMES,
                     max_heading_change_deg: float = MAX_HEADING_CHANGE_DEG,
-                    skipped_counts: dict | None = None) -> list[dict]:
+                    skipped_counts: dict | None = None,
+                    require: str = "valid") -> list[dict]:
     """Cuts a trial into strides of both sides (see module docstring); skips are logged, or
-    added to `skipped_counts` (a folder's reader logs one line for all its files)."""
+    added to `skipped_counts` (a folder's reader logs one line for all its files). A stride
+    needs half of its `require` values ("valid": angles, "positions_valid": the skeleton)."""
     evs, _ = trial_events(trial)
     centre, axis = events_lib.pelvis_frame(trial)
     angles = fill_short_gaps(trial.angles, max_gap_frames)
@@ -140,12 +144,13 @@ def segment_strides(trial: Trial, num_points: int = 100,
             duration = (s1 - s0) / trial.rate
             if not MIN_STRIDE_S <= duration <= MAX_STRIDE_S:
                 skipped["duration"] += 1
-            elif _heading_change_deg(axis, int(s0), int(s1)) > max_heading_change_deg:
+            elif (_heading_change_deg(axis, int(s0), int(s1), trial.vertical)
+                  > max_heading_change_deg):
                 skipped["turning"] += 1
             else:
                 st = _stride(trial, side, s0, s1, evs[side]["off"], angles, centre, num_points,
                              s0 in marked and s1 in marked, len(out), points, axis)
-                if st["valid"].mean() < 0.5:
+                if st[require].mean() < 0.5:
                     skipped["missing"] += 1
                 elif _off_axis(st, trial.joint_names):
                     skipped["off_axis"] += 1
