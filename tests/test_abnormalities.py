@@ -1,12 +1,13 @@
 """Abnormality simulator: only ground-truth joints change, by the stated magnitude, smoothly."""
 
+import os
 import pathlib
 
 import numpy as np
 import pytest
 
 from tfds_gait import abnormalities as ab
-from tfds_gait import joints
+from tfds_gait import c3d, gait_cycles, joints, strides
 
 NAMES = joints.joint_names("lower")
 CH = {"sagittal": 0, "frontal": 1, "transverse": 2}
@@ -129,3 +130,43 @@ def test_bad_input_is_a_one_line_error():
 def test_build_notes_show_the_simulator_table():
     notes = pathlib.Path(__file__).parents[1] / "BUILD_NOTES.md"
     assert ab.table_markdown() in notes.read_text()
+
+
+def _skeleton_stride(side: str = "R"):
+    """A real stride's skeleton (tfds_gait.skeleton) of the given side and the joint names."""
+    path = os.path.join(gait_cycles.EMBEDDED_DIR, "biomechzoo", "HC031A",
+                        "Straight_HC031A06.c3d")
+    rows = strides.segment_strides(c3d.read_trial(path))
+    return next(r for r in rows if r["side"] == side)["positions"], joints.joint_names("skeleton")
+
+
+def test_stiff_knee_on_a_skeleton_moves_only_the_swing_foot_and_keeps_segment_lengths():
+    pos, names = _skeleton_stride("R")
+    pert, moved = ab.apply_positions(pos, names, "stiff_knee", side="R",
+                                                stride_side="R")
+    got = {names[j] for j in range(len(names)) if moved[j].any()}
+    assert got == {"RAJC", "RHEEL", "RTOE"}  # the points distal to the right knee
+    i = {n: k for k, n in enumerate(names)}
+    for a, b in (("RKJC", "RAJC"), ("RAJC", "RHEEL"), ("RAJC", "RTOE"), ("RHEEL", "RTOE")):
+        np.testing.assert_allclose(np.linalg.norm(pert[:, i[a]] - pert[:, i[b]], axis=-1),
+                                   np.linalg.norm(pos[:, i[a]] - pos[:, i[b]], axis=-1),
+                                   atol=1e-3)  # rigid segments
+    swing = slice(60, 90)  # less knee flexion in swing: the ankle rises less
+    assert pert[swing, i["RAJC"], 2].max() < pos[swing, i["RAJC"], 2].max() - 5.0
+
+
+def test_trendelenburg_on_a_skeleton_drops_the_other_leg_and_keeps_the_stance_leg():
+    pos, names = _skeleton_stride("R")
+    pert, moved = ab.apply_positions(pos, names, "trendelenburg", side="R",
+                                                stride_side="R")
+    i = {n: k for k, n in enumerate(names)}
+    assert not moved[[i[f"R{p}"] for p in ("HJC", "KJC", "AJC", "HEEL", "TOE")]].any()
+    assert moved[i["LAJC"]].any() and not moved[i["PELVIS"]].any()
+    stance = slice(20, 40)  # the opposite (left) side drops in the right single support
+    assert pert[stance, i["LHJC"], 2].mean() < pos[stance, i["LHJC"], 2].mean()
+    same, none = ab.apply_positions(pos, names, "crouch", side="R", stride_side="R",
+                                               severity=0.0)
+    np.testing.assert_allclose(same, pos, atol=1e-5)
+    assert not none.any()
+    with pytest.raises(ValueError, match="unknown abnormality"):
+        ab.apply_positions(pos, names, "limp", side="R", stride_side="R")

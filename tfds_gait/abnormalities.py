@@ -229,3 +229,63 @@ def table_markdown() -> str:
         lines.append(f"| {kind} | {devs} | {phases} | {'; '.join(SOURCES[kind])} |")
     lines += ["", "Sources:", ""] + [f"- {short}: {full}" for short, full in REFERENCES.items()]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- skeletons
+# Which skeleton points a joint's rotation moves (the segments distal to it, one side), and
+# the rotation axis of each channel in the body frame (tfds_gait.skeleton: x forward, y left,
+# z up). Signs turn Plug-in-Gait's (flexion, dorsiflexion, adduction, obliquity up +) into a
+# right-handed rotation about that axis for a side.
+_DISTAL = {"Hip": ("KJC", "AJC", "HEEL", "TOE"), "Knee": ("AJC", "HEEL", "TOE"),
+           "Ankle": ("HEEL", "TOE")}
+_CENTRE = {"Hip": "HJC", "Knee": "KJC", "Ankle": "AJC"}
+_SAG_SIGN = {"Hip": -1.0, "Knee": 1.0, "Ankle": -1.0}  # about +y
+MOVED_PCT = 1.0  # a point that moves more than this (% leg length) is affected (ground truth)
+
+
+def _rotate(points_tk3: np.ndarray, centre_t3: np.ndarray, axis: int,
+            angle_t: np.ndarray) -> np.ndarray:
+    """Points [T, K, 3] rotated about `centre` [T, 3] by angle(t) (rad) around body axis 0/1/2."""
+    c, s = np.cos(angle_t)[:, None], np.sin(angle_t)[:, None]
+    p = points_tk3 - centre_t3[:, None]
+    a, b = [(1, 2), (2, 0), (0, 1)][axis]  # the plane of the rotation, right-handed
+    out = p.copy()
+    out[..., a] = c * p[..., a] - s * p[..., b]
+    out[..., b] = s * p[..., a] + c * p[..., b]
+    return out + centre_t3[:, None]
+
+
+def apply_positions(pos_tjc: np.ndarray, joint_names: Sequence[str], kind: str, *, side: str,
+                    severity: float = 1.0, stride_side: str,
+                    foot_off_pct: float = REFERENCE_FOOT_OFF_PCT
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """One skeleton stride [T, J, 3] (body frame) with abnormality `kind` applied through the
+    kinematic chain: each bump rotates the segments distal to its joint about the joint centre
+    (ankle first, then knee, hip, pelvis), pelvic obliquity rotates both legs about the pelvis
+    centre. Returns (perturbed, affected [J, 3]: the points that moved > MOVED_PCT)."""
+    _check(kind, side, stride_side, foot_off_pct)
+    t = pos_tjc.shape[0]
+    phase = (np.arange(t) / t - (0.0 if side == stride_side else 0.5)) % 1.0
+    idx = {n: i for i, n in enumerate(joint_names)}
+    out = np.array(pos_tjc, np.float64, copy=True)
+    order = {"Ankle": 0, "Knee": 1, "Hip": 2, "Pelvis": 3}
+    for b in sorted(ABNORMALITY_BUMPS[kind], key=lambda b: order[b.base]):
+        if b.base == "Pelvis" and not b.own:
+            continue  # one pelvis: the contralateral output is the same rotation
+        s = side if b.own else ("R" if side == "L" else "L")
+        angle = np.radians(severity * b.deg * bump(phase, *warp(b.center, b.width,
+                                                                 foot_off_pct)))
+        if b.base == "Pelvis":  # obliquity up on side s: both legs about the pelvis centre
+            moved = [idx[f"{q}{p}"] for q in "LR" for p in ("HJC",) + _DISTAL["Hip"]]
+            centre, axis = out[:, idx["PELVIS"]], 0
+            angle = angle * (1.0 if s == "L" else -1.0)
+        else:
+            moved = [idx[f"{s}{p}"] for p in _DISTAL[b.base]]
+            centre = out[:, idx[f"{s}{_CENTRE[b.base]}"]]
+            if b.ch == SAG:
+                axis, angle = 1, angle * _SAG_SIGN[b.base]
+            else:  # frontal: adduction moves the leg towards the other side
+                axis, angle = 0, angle * (-1.0 if s == "L" else 1.0)
+        out[:, moved] = _rotate(out[:, moved], centre, axis, angle)
+    moved_pct = np.abs(out - pos_tjc).max(axis=0)
+    return out.astype(np.float32), moved_pct > MOVED_PCT
