@@ -21,7 +21,7 @@ from etils import epath
 from gengait_jax import baselines, calibration, data, evaluation_report, metrics
 from gengait_jax.gengait import GenGait
 from gengait_jax.workdir import jsonable, write_json
-from tfds_gait import abnormalities
+from tfds_gait import abnormalities, skeleton
 
 CLEAN = "clean"
 TOPK = 3
@@ -287,7 +287,8 @@ def evaluate_strides(gg: GenGait, test: data.Strides, train: data.Strides, *,
     sim = abnormalities.make_evaluation_set(
         test.x, test.side, gg.joint_names, severities=tuple(severities), seed=seed,
         foot_off_pct=test.foot_off_pct,
-        groups=np.char.add(np.char.add(test.subject.astype(str), "/"), test.trial.astype(str)))
+        groups=np.char.add(np.char.add(test.subject.astype(str), "/"), test.trial.astype(str)),
+        positions=gg.meta.get("modality", "angles") == "positions")
     rec = build_records(test, sim)
     logging.info("evaluation set: %d clean + %d perturbed strides of %d subjects",
                  int((rec["kind"] == CLEAN).sum()), int((rec["kind"] != CLEAN).sum()),
@@ -322,7 +323,9 @@ def evaluate(workdir: str, *, data_name: str | None = None, data_dir: str | None
                       "reference": f"{cfg.data.train_split} split",
                       "envelope_rule": f"> {baselines.ENVELOPE_MAX_OUTSIDE:.0%} of the cycle "
                                        f"outside mean +/- {baselines.ENVELOPE_K_SD:g} SD",
-                      "zscore_rule": "GVS z > 2"}
+                      "zscore_rule": "GVS z > 2",
+                      "modality": modality,
+                      "units": "deg" if modality == "angles" else skeleton.UNITS}
     return out
 
 

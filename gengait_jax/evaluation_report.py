@@ -33,6 +33,14 @@ def min_p_note(n_subjects: int | None) -> str:
             f"as independent and overstate the evidence.")
 
 
+def in_units(text: str, ev: dict) -> str:
+    """The report's deviations are written in degrees; a skeleton model's are in its units
+    (setting.units, e.g. % leg length): the unit word swapped (the JSON keys keep `_deg`)."""
+    units = ev.get("setting", {}).get("units", "deg")
+    return text if units == "deg" else text.replace("(deg)", f"({units})").replace(
+        " deg", f" {units}")
+
+
 def _groups(ev: dict) -> dict[str, dict]:
     """The overall table first, then one per abnormality."""
     return {ALL: ev, **ev.get("per_abnormality", {})}
@@ -53,7 +61,7 @@ def summary_table(ev: dict) -> str:
             fmt(cor["deviation_before_deg"]), fmt(cor["deviation_after_deg"]),
             fmt(b["population_mean"]["deviation_after_deg"]), fmt(cor["p_value"], 3),
             fmt(cor["effect_size"]), fmt(cor["cohens_dz"])]) + " |")
-    return "\n".join(rows)
+    return in_units("\n".join(rows), ev)
 
 
 def group_table(t: dict) -> str:
@@ -128,7 +136,7 @@ def markdown(ev: dict) -> str:
                                           if not isinstance(v, (list, dict))), "",
                   summary_table(other), ""]
         parts += [f"- {v}" for v in verdicts(other)]
-    return "\n".join(parts) + "\n"
+    return in_units("\n".join(parts) + "\n", ev)
 
 
 def plots(ev: dict, out_dir: epath.Path) -> list[str]:
@@ -147,7 +155,7 @@ def plots(ev: dict, out_dir: epath.Path) -> list[str]:
                  ("GVS z-score", lambda t: t["baselines"]["zscore"]["top1_accuracy"]),
                  ("+/-2 SD envelope", lambda t: t["baselines"]["envelope"]["top1_accuracy"]),
                  ("chance", lambda t: t["baselines"]["chance"]["top1_accuracy"])]}
-    labels = {"deviation": "RMS deviation from own clean stride (deg)",
+    labels = {"deviation": in_units("RMS deviation from own clean stride (deg)", ev),
               "top1": "top-1 localization accuracy"}
     for key, ser in series.items():
         fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names)), 4))

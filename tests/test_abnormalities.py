@@ -170,3 +170,14 @@ def test_trendelenburg_on_a_skeleton_drops_the_other_leg_and_keeps_the_stance_le
     assert not none.any()
     with pytest.raises(ValueError, match="unknown abnormality"):
         ab.apply_positions(pos, names, "limp", side="R", stride_side="R")
+
+
+def test_evaluation_set_of_skeletons_uses_the_kinematic_chain():
+    pos, names = _skeleton_stride("R")
+    sim = ab.make_evaluation_set(pos[None], ["R"], names, severities=(1.0,), positions=True)
+    assert sim["angles"].shape == (len(ab.ABNORMALITIES), *pos.shape)
+    for kind, side, truth, pert in zip(sim["kind"], sim["affected_side"], sim["truth"],
+                                       sim["angles"]):
+        want, _ = ab.apply_positions(pos, names, kind, side=side, stride_side="R")
+        np.testing.assert_allclose(pert, want)
+        assert truth.any() and not truth[names.index("PELVIS")].any()

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from gengait_jax import baselines, data, evaluation
+from gengait_jax import baselines, data, evaluation, evaluation_report
 
 T, J, C = 20, 4, 3
 KINDS = ("stiff_knee", "drop_foot")
@@ -240,3 +240,10 @@ def test_launcher_missing_workdir_is_one_line_error(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/nope: no such workdir"
+
+
+def test_a_skeleton_report_writes_its_units_not_degrees():
+    ev = {"setting": {"units": "% leg length"}}
+    assert evaluation_report.in_units("before (deg) | 3.1 deg", ev) == (
+        "before (% leg length) | 3.1 % leg length")
+    assert evaluation_report.in_units("before (deg)", {"setting": {}}) == "before (deg)"

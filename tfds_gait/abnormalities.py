@@ -194,12 +194,16 @@ def foot_offs(foot_off_pct, n: int) -> np.ndarray:
 
 def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
                         joint_names: Sequence[str], *, severities: Sequence[float] = (0.5, 1.0),
-                        seed: int = 0, foot_off_pct=None, groups=None) -> dict[str, np.ndarray]:
+                        seed: int = 0, foot_off_pct=None, groups=None,
+                        positions: bool = False) -> dict[str, np.ndarray]:
     """Every stride x abnormality x severity, the affected side drawn by seed per stride/kind
     (per group/kind with `groups` [S], e.g. the recording: a trial's strides share it).
 
     `foot_off_pct`: None (the reference), one value, or one per stride (NaN -> reference).
+    `positions`: the strides are skeletons (apply_positions), else joint angles (apply); the
+    output key stays "angles" (the stride values).
     """
+    perturb = apply_positions if positions else apply
     rng = np.random.default_rng(seed)
     fo = foot_offs(foot_off_pct, len(angles_stjc))
     keys = ("angles", "clean_index", "kind", "severity", "affected_side", "truth")
@@ -210,8 +214,8 @@ def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
             key = (i if groups is None else groups[i], kind)
             side = drawn.setdefault(key, str(rng.choice(["L", "R"])))
             for sev in severities:
-                pert, truth = apply(stride, joint_names, kind, side=side, severity=sev,
-                                    stride_side=str(stride_side), foot_off_pct=float(fo[i]))
+                pert, truth = perturb(stride, joint_names, kind, side=side, severity=sev,
+                                      stride_side=str(stride_side), foot_off_pct=float(fo[i]))
                 for k, v in zip(keys, (pert, i, kind, sev, side, truth)):
                     rows[k].append(v)
     out = {k: np.asarray(v) for k, v in rows.items()}
@@ -287,5 +291,5 @@ def apply_positions(pos_tjc: np.ndarray, joint_names: Sequence[str], kind: str, 
             else:  # frontal: adduction moves the leg towards the other side
                 axis, angle = 0, angle * (-1.0 if s == "L" else 1.0)
         out[:, moved] = _rotate(out[:, moved], centre, axis, angle)
-    moved_pct = np.abs(out - pos_tjc).max(axis=0)
+    moved_pct = np.nan_to_num(np.abs(out - pos_tjc)).max(axis=0)  # NaN: invalid frames
     return out.astype(np.float32), moved_pct > MOVED_PCT
