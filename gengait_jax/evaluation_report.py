@@ -129,14 +129,53 @@ def markdown(ev: dict) -> str:
     bad = verdicts(ev)
     parts += ["## Where GenGait does not beat a baseline", ""]
     parts += [f"- {v}" for v in bad] or ["- none: GenGait beats every baseline in every row."]
+    text = in_units("\n".join(parts) + "\n", ev)
+    if ev.get("other_settings"):
+        text += "\n## Settings side by side (severity 1.0)\n\n" + compare_table(ev) + "\n"
     for other in ev.get("other_settings", []):
         o = other.get("setting", {})
-        parts += ["", f"# Second setting: {o.get('data_name')} / {o.get('split')}", "",
-                  "Setting: " + ", ".join(f"{k} = {v}" for k, v in o.items()
-                                          if not isinstance(v, (list, dict))), "",
-                  summary_table(other), ""]
-        parts += [f"- {v}" for v in verdicts(other)]
-    return in_units("\n".join(parts) + "\n", ev)
+        more = ["", f"# Second setting: {o.get('data_name')} / {o.get('split')} "
+                    f"({o.get('modality', 'angles')})", "",
+                "Setting: " + ", ".join(f"{k} = {v}" for k, v in o.items()
+                                        if not isinstance(v, (list, dict))), "",
+                summary_table(other), ""]
+        more += [f"- {v}" for v in verdicts(other)]
+        text += in_units("\n".join(more) + "\n", other)
+    return text
+
+
+def compare_table(ev: dict, severity: str = "1") -> str:
+    """The headline figures of this setting and the --compare_workdir ones, one column each
+    (the same held-out strides and abnormality draws when both read the same split)."""
+    settings = [ev] + list(ev.get("other_settings", []))
+    trial = lambda e, k: fmt(e["trials_per_severity"][severity][k])
+    rows = [("top-1 trial / stride", lambda e: "{} / {}".format(
+                trial(e, "top1_accuracy"),
+                fmt(e["per_severity"][severity]["localization"]["top1_accuracy"]))),
+            ("top-1 chance (stride)", lambda e: fmt(e["per_severity"][severity]["baselines"][
+                "chance"]["top1_accuracy"])),
+            ("AUROC trial", lambda e: trial(e, "auroc")),
+            ("flag recall / precision (trial)", lambda e: "{} / {}".format(
+                trial(e, "recall"), trial(e, "precision"))),
+            ("clean trials flagged", lambda e: fmt(e["trials"]["false_flag_rate"])),
+            ("twin before -> after, own flags", lambda e: "{} -> {} {}".format(
+                fmt(e["per_severity"][severity]["correction"]["deviation_before_deg"]),
+                fmt(e["per_severity"][severity]["correction"]["deviation_after_deg"]),
+                e.get("setting", {}).get("units", "deg")))]
+    head = "| | " + " | ".join(f"{e.get('setting', {}).get('modality', 'angles')} "
+                                f"({e.get('setting', {}).get('model_id')})" for e in settings)
+    out = [head + " |", "|---" * (len(settings) + 1) + "|"]
+    for name, get in rows:
+        out.append(f"| {name} | " + " | ".join(_safe(get, e) for e in settings) + " |")
+    return "\n".join(out)
+
+
+def _safe(get, ev: dict) -> str:
+    """A compare_table cell ('-' where the setting lacks the figure)."""
+    try:
+        return get(ev)
+    except (KeyError, TypeError):
+        return "-"
 
 
 def plots(ev: dict, out_dir: epath.Path) -> list[str]:

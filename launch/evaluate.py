@@ -35,6 +35,8 @@ def main() -> None:
         ev["other_settings"] = [evaluation.evaluate(_COMPARE.value, **kw)]
     paths = evaluation.write_outputs(ev, out)
     print(evaluation_report.summary_table(ev))
+    if _COMPARE.value:
+        print("\n" + evaluation_report.compare_table(ev))
     print(f"\nreport: {paths['markdown']}  json: {paths['json']}  plots: {paths['plots']}")
 
 

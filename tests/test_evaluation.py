@@ -247,3 +247,19 @@ def test_a_skeleton_report_writes_its_units_not_degrees():
     assert evaluation_report.in_units("before (deg) | 3.1 deg", ev) == (
         "before (% leg length) | 3.1 % leg length")
     assert evaluation_report.in_units("before (deg)", {"setting": {}}) == "before (deg)"
+
+
+def test_compare_table_puts_both_settings_side_by_side():
+    rec, clean = _records()
+    ev = evaluation.compute(rec, baselines.fit_reference(clean))
+    other = dict(ev, setting={"modality": "positions", "units": "% leg length",
+                              "model_id": "skel"})
+    ev["setting"] = {"modality": "angles", "units": "deg", "model_id": "ang"}
+    ev["other_settings"] = [other]
+    sev = next(iter(ev["per_severity"]))
+    table = evaluation_report.compare_table(ev, sev)
+    assert "angles (ang)" in table and "positions (skel)" in table
+    lines = table.splitlines()
+    assert all(line.count("|") == 4 for line in lines)  # a label and two settings per row
+    assert "deg" in lines[-1] and "% leg length" in lines[-1]
+    assert "Settings side by side" in evaluation_report.markdown(ev)
