@@ -23,7 +23,7 @@ from tfds_gait.errors import GaitDataError
 MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized stride
 RADIAN_MAX_ABS = 3.5  # angles whose largest |value| is below this (~pi) look like radians
 SCALE_RATIO = 0.1     # input spread < 0.1x (or > 10x) the training spread: wrong units
-SUFFIXES = (".c3d", ".trc", ".npz")
+SUFFIXES = (".c3d", ".trc", ".npz", ".csv")
 
 
 def resample(x: np.ndarray, t_out: int) -> np.ndarray:
@@ -225,5 +225,9 @@ def load(path: str, meta: dict, static: str | None = "auto") -> tuple[data.Strid
         return load_npz(path, meta, notes), notes
     if ext in (".c3d", ".trc"):
         return load_trial(path, meta, notes, static), notes
+    if ext == ".csv":
+        pts, names, rate = keypoints_lib.read_csv(path)
+        return load_keypoints(path, dict(keypoints=pts, joint_names=np.array(names),
+                                         rate=np.array(rate)), meta, notes), notes
     raise GaitDataError(path, f"unknown input type {ext or '(none)'}: expected "
                               f"{' or '.join(SUFFIXES)}")

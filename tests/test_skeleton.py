@@ -191,3 +191,22 @@ def test_keypoints_npz_gives_the_skeleton_of_the_same_trial(tmp_path):
         assert {"frozen": "frozen", "mm_as_m": "fits no unit", "no_rate": "'rate'"}[name] in msg
     with pytest.raises(c3d.GaitDataError, match="reads joint angles"):
         inputs.load(str(tmp_path / "kp.npz"), dict(meta, modality="angles"))
+
+
+def test_keypoints_csv_reads_like_the_npz(tmp_path):
+    path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
+    kp, labels, rate = _keypoints_of(path)
+    meta = dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions")
+    ref = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
+    meta["stats"] = dict(mean=ref.mean((0, 1)).tolist(), std=ref.std((0, 1)).tolist())
+    np.savez(tmp_path / "kp.npz", keypoints=kp, joint_names=np.array(labels), rate=rate)
+    head = "time," + ",".join(f"{n}_{a}" for n in labels for a in "xyz")
+    rows = [f"{f / rate:.6f}," + ",".join("" if not np.isfinite(v) else f"{v:.7f}"
+                                          for v in kp[f].ravel()) for f in range(len(kp))]
+    (tmp_path / "kp.csv").write_text(head + "\n" + "\n".join(rows) + "\n")
+    a, _ = inputs.load(str(tmp_path / "kp.npz"), meta)
+    b, _ = inputs.load(str(tmp_path / "kp.csv"), meta)
+    assert len(a) == len(b) and np.abs(a.x - b.x).max() < 1e-3
+    (tmp_path / "bad.csv").write_text("frame,LHip_x\n1,0.1\n")
+    with pytest.raises(c3d.GaitDataError, match="bad.csv: no 'time' column"):
+        inputs.load(str(tmp_path / "bad.csv"), meta)

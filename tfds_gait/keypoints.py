@@ -1,6 +1,7 @@
 """3D keypoints of a pose estimator or a markerless system -> a Trial with joint centres.
 
-Input: `points` [frames, K, 3], the K keypoint names and the frame rate. Names are matched to
+Input: `points` [frames, K, 3], the K keypoint names and the frame rate (an .npz with
+`keypoints`, `joint_names`, `rate`, or a wide CSV: `read_csv`). Names are matched to
 the skeleton's points through ALIASES (OpenPose / Halpe / COCO / MediaPipe spellings, the
 skeleton's own names; case, spaces, dots and underscores ignored); the pelvis centre is the
 `MidHip` keypoint or else the mean of the hips. Units are found from the leg length (m, cm or
@@ -27,6 +28,37 @@ PELVIS_ALIASES = ("pelvis", "midhip", "hip", "chip", "root")
 SIDE_WORDS = {"L": ("l", "left"), "R": ("r", "right")}
 LEG_MM = (300.0, 1300.0)  # plausible leg lengths: the units follow from the file's
 UNIT_SCALES = (("m", 1000.0), ("cm", 10.0), ("mm", 1.0))
+
+
+def read_csv(path: str) -> tuple[np.ndarray, list[str], float]:
+    """(points [frames, K, 3], names, rate) of a wide keypoint CSV: a `time` column (seconds)
+    and `<name>_x`, `<name>_y`, `<name>_z` columns per keypoint (empty cells: missing)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            head = [h.strip() for h in f.readline().split(",")]
+            rows = [line.rstrip("\r\n").split(",") for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise GaitDataError(path, f"cannot read as CSV text ({type(e).__name__})") from None
+    lower = [h.lower() for h in head]
+    if "time" not in lower:
+        raise GaitDataError(path, "no 'time' column (seconds) to give the frame rate")
+    names = [h[:-2] for h in head if h.lower().endswith("_x")]
+    cols = {h.lower(): i for i, h in enumerate(head)}
+    missing = [f"{n}_{a}" for n in names for a in "yz" if f"{n}_{a}".lower() not in cols]
+    if not names or missing:
+        raise GaitDataError(path, "expected <name>_x, <name>_y, <name>_z columns per keypoint"
+                                  + (f" (missing: {', '.join(missing[:6])})" if missing else ""))
+    num = lambda r, i: float(r[i]) if i < len(r) and r[i].strip() else np.nan
+    try:
+        t = np.array([num(r, cols["time"]) for r in rows])
+        pts = np.array([[[num(r, cols[f"{n}_{a}".lower()]) for a in "xyz"] for n in names]
+                        for r in rows])
+    except ValueError as e:
+        raise GaitDataError(path, f"a value is not a number ({e})") from None
+    dt = np.diff(t[np.isfinite(t)])
+    if dt.size == 0 or not np.all(dt > 0):
+        raise GaitDataError(path, "the time column does not increase")
+    return pts, names, float(1.0 / np.median(dt))
 
 
 def _key(name: str) -> str:
