@@ -295,7 +295,7 @@ class DetectResult:
 
     def write(self, out_dir: str) -> dict[str, str]:
         """scores.json, twin.npz, twin.csv, report.png and report.html in out_dir (local or
-        gs://)."""
+        gs://); a skeleton model also report_angles.png (sagittal angles from the skeleton)."""
         out = epath.Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         names, tw = list(self.meta["joint_names"]), self.twin
@@ -321,6 +321,11 @@ class DetectResult:
                       scored_j=np.isfinite(self.decision.z), threshold=self.decision.threshold,
                       normative=norm, sides=self.strides.side)
         paths["report"] = report.plot_report(out / "report.png", title=title, **figure)
+        if self.meta.get("modality") == "positions":
+            paths["angles"] = report.plot_sagittal(
+                out / "report_angles.png", x_ntjc=self.strides.x, twin_ntjc=tw.twin_ntjc,
+                sides=self.strides.side, flagged_j=self.decision.flagged, joint_names=names,
+                title=title)
         paths["html"] = report_html.write(out / "report.html", scores=scores,
                                           map_tj=self.decision.map, title=title, **figure)
         return paths

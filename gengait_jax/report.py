@@ -24,6 +24,7 @@ from etils import epath  # noqa: E402
 
 from tfds_gait import joints as joints_lib  # noqa: E402
 from tfds_gait import normative  # noqa: E402
+from tfds_gait import skeleton  # noqa: E402
 
 RED, BLUE, ORANGE, GREY = "#c62828", "#1f5fa8", "#ef6c00", "#9e9e9e"
 
@@ -152,6 +153,41 @@ def plot_report(path: str | epath.Path, *, joint_names: Sequence[str], channel_n
                frameon=False, bbox_to_anchor=(0.06, 1.0 - 0.42 * inch))
     with epath.Path(path).open("wb") as f:
         fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
+    return str(path)
+
+
+def plot_sagittal(path: str | epath.Path, *, x_ntjc, twin_ntjc, sides, flagged_j,
+                  joint_names: Sequence[str], title: str) -> str:
+    """report_angles.png of a skeleton: per side the hip, knee and ankle sagittal angles
+    derived from the segment directions (tfds_gait.skeleton.sagittal_angles) of that side's
+    strides, input vs twin (the twin only where a point of that side was flagged)."""
+    fig, axes = plt.subplots(2, 3, figsize=(11, 5.4), sharex=True, squeeze=False)
+    sides = np.asarray(sides).astype(str)
+    pct = np.arange(x_ntjc.shape[1]) * 100.0 / x_ntjc.shape[1]
+    for r, side in enumerate(joints_lib.SIDES):
+        keep = np.flatnonzero(sides == side) if (sides == side).any() else np.arange(len(sides))
+        flagged = any(f and n[:1] == side for n, f in zip(joint_names, flagged_j))
+        with np.errstate(invalid="ignore"), _quiet():
+            a_in = np.stack([skeleton.sagittal_angles(x, side) for x in x_ntjc[keep]])
+            a_tw = np.stack([skeleton.sagittal_angles(x, side) for x in twin_ntjc[keep]])
+            for c, name in enumerate(skeleton.SAGITTAL):
+                ax = axes[r, c]
+                ax.plot(pct, np.nanmean(a_in[..., c], 0), color=BLUE, lw=1.8, label="input")
+                if flagged:
+                    ax.plot(pct, np.nanmean(a_tw[..., c], 0), color=ORANGE, lw=1.6, ls="--",
+                            label="normative twin")
+                ax.set_title(f"{'left' if side == 'L' else 'right'} {name} (deg, {side} strides)",
+                             fontsize=9, color=RED if flagged else "black")
+                ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("% gait cycle", fontsize=8)
+    axes[0, 0].legend(fontsize=8, frameon=False)
+    fig.suptitle(f"{title}\nsagittal angles from the skeleton's segments (hip: thigh to the "
+                 "vertical, no pelvis tilt)", fontsize=9)
+    fig.tight_layout()
+    with epath.Path(path).open("wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return str(path)
 

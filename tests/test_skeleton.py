@@ -210,3 +210,15 @@ def test_keypoints_csv_reads_like_the_npz(tmp_path):
     (tmp_path / "bad.csv").write_text("frame,LHip_x\n1,0.1\n")
     with pytest.raises(c3d.GaitDataError, match="bad.csv: no 'time' column"):
         inputs.load(str(tmp_path / "bad.csv"), meta)
+
+
+def test_sagittal_angles_from_the_skeleton_follow_the_marker_angles():
+    path = os.path.join(EMB, "biomechzoo", "HC031A", "Straight_HC031A06.c3d")
+    lower = joints.joint_names("lower")
+    for r in strides.segment_strides(c3d.read_trial(path)):
+        side = r["side"]
+        a = skeleton.sagittal_angles(r["positions"], side)
+        pig = r["angles"][:, [lower.index(side + j) for j in ("Hip", "Knee", "Ankle")], 0]
+        for k in range(3):  # the same curves; the hip lacks the pelvis tilt (an offset)
+            assert np.corrcoef(a[:, k], pig[:, k])[0, 1] > 0.98
+        assert np.abs(a[:, 1] - pig[:, 1]).max() < 3.0  # knee: thigh minus shank, as PiG

@@ -60,3 +60,25 @@ def body_frame(points_fj3: np.ndarray, pelvis_f3: np.ndarray, heading_f3: np.nda
 def points(centres: dict[str, np.ndarray]) -> np.ndarray:
     """The joint set's centres [F, J, 3] (lab, mm) in canonical order."""
     return np.stack([centres[n] for n in joints_lib.joint_names(JOINT_SET)], axis=1)
+
+
+SAGITTAL = ("hip", "knee", "ankle")
+
+
+def _pitch(v: np.ndarray) -> np.ndarray:
+    """Sagittal direction (deg) of body-frame vectors [..., 3]: 0 = pointing down, + = the
+    distal end forward (x forward, z up)."""
+    return np.degrees(np.arctan2(v[..., 0], -v[..., 2]))
+
+
+def sagittal_angles(pos_tj3: np.ndarray, side: str) -> np.ndarray:
+    """[T, 3] hip, knee and ankle sagittal angles (deg) of one side from the segment directions
+    in the body frame: hip = the thigh's angle to the vertical (flexion +; the pelvis tilt is
+    not in a skeleton), knee = thigh minus shank (flexion +), ankle = foot (heel -> toe)
+    against the shank's perpendicular (dorsiflexion +)."""
+    names = joints_lib.joint_names(JOINT_SET)
+    p = {k: pos_tj3[:, names.index(f"{side}{k}")] for k in ("HJC", "KJC", "AJC", "HEEL", "TOE")}
+    thigh, shank = _pitch(p["KJC"] - p["HJC"]), _pitch(p["AJC"] - p["KJC"])
+    foot = np.degrees(np.arctan2(p["TOE"][..., 2] - p["HEEL"][..., 2],
+                                 p["TOE"][..., 0] - p["HEEL"][..., 0]))  # 0 = level, + = toe up
+    return np.stack([thigh, thigh - shank, foot - shank], axis=-1)
