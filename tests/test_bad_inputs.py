@@ -307,8 +307,10 @@ def _cli_cases(d, wd: str) -> dict:
         _no_markers(c), c["parameters"]["EVENT"]["USED"].update(value=[0])))
     fake_npz = d / "fake.npz"
     fake_npz.write_text("a,b\n1,2\n")
-    csv = d / "trial.csv"
+    csv = d / "trial.csv"  # a keypoint CSV needs a time column
     csv.write_text("a,b\n")
+    xlsx = d / "trial.xlsx"
+    xlsx.write_text("a,b\n")
     empty = d / "lab"
     empty.mkdir()
     train_wd = d / "train_wd"  # a workdir with checkpoints of a width-64 model
@@ -334,7 +336,8 @@ def _cli_cases(d, wd: str) -> dict:
         "D10-c3d-no-events-no-markers": (det("o10", nomark), nomark, "no left/right ASIS markers"),
         "D11-input-missing": (det("o11", str(d / "nope.c3d")), str(d / "nope.c3d"),
                               "no such file"),
-        "D12-unknown-extension": (det("o12", str(csv)), str(csv), "unknown input type .csv"),
+        "D12-unknown-extension": (det("o12", str(xlsx)), str(xlsx), "unknown input type .xlsx"),
+        "D16-keypoint-csv-without-time": (det("o16", str(csv)), str(csv), "no 'time' column"),
         "D13-missing-workdir": (["launch.detect", f"--workdir={d / 'nowd'}", f"--input={p}"],
                                 str(d / "nowd"), "no such workdir"),
         "D14-checkpoint-of-another-config": (
@@ -372,7 +375,8 @@ CLI_ROWS = ["D1-npz-wrong-shape", "D2-npz-wrong-dtype", "D3-npz-joint-count", "D
             "D5-npz-all-nan", "D6-npz-not-a-zip", "D7-npz-no-angles", "D8-text-named-c3d",
             "D9-one-frame-c3d", "D10-c3d-no-events-no-markers", "D11-input-missing",
             "D12-unknown-extension", "D13-missing-workdir", "D14-checkpoint-of-another-config",
-            "D15-calibration-of-another-model", "T1-resume-checkpoint-of-another-config",
+            "D15-calibration-of-another-model", "D16-keypoint-csv-without-time",
+            "T1-resume-checkpoint-of-another-config",
             "T2-empty-c3d-dir"]
 
 
