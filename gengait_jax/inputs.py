@@ -2,8 +2,8 @@
 
 A `.c3d` trial (Plug-in-Gait outputs or the markers of a known set) or an OpenSim / OpenCap
 `.trc` marker file (segmented into strides by tfds_gait, events marked or detected from the
-markers; a skeleton model takes the joint centres of its markers), or an `.npz` with `angles` (`positions` for a skeleton model)
-[N, T, J, C] (or one stride [T, J, C]) and optional `valid` [N, T, J], `side` [N] and
+markers; a skeleton model takes the joint centres of its markers), or an `.npz` with `angles`
+(`positions` for a skeleton model) [N, T, J, C] (or one stride [T, J, C]) and optional `valid` [N, T, J], `side` [N] and
 `joint_names` [J]. Every problem raises GaitDataError: ONE line naming the file and the
 problem. What was fixed on the way (resampling, dropped strides, estimated measurements) is
 returned as notes.

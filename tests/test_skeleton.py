@@ -69,11 +69,22 @@ def test_real_strides_of_both_kinds_of_file_have_a_plausible_skeleton():
             assert 60 < np.ptp(toe, axis=1).mean() < 130  # the foot travels ~a leg per stride
 
 
+def _skeleton_meta(path: str) -> tuple[dict, np.ndarray]:
+    """(the meta of a skeleton model whose stats are this trial's own, its positions)."""
+    pos = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
+    return dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions",
+                stats=dict(mean=pos.mean((0, 1)).tolist(), std=pos.std((0, 1)).tolist())), pos
+
+
+def _save_keypoints(path, kp: np.ndarray, labels: list[str], rate: float) -> str:
+    """A keypoint .npz (keypoints, joint_names, rate)."""
+    np.savez(path, keypoints=kp, joint_names=np.array(labels), rate=rate)
+    return str(path)
+
+
 def test_c3d_input_of_a_skeleton_model_gives_its_positions():
     path = os.path.join(EMB, "biomechzoo", "HC031A", "Straight_HC031A06.c3d")
-    pos = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
-    meta = dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions",
-                stats=dict(mean=pos.mean((0, 1)).tolist(), std=pos.std((0, 1)).tolist()))
+    meta, _ = _skeleton_meta(path)
     st, notes = inputs.load(path, meta)
     assert st.x.shape[1:] == (100, len(NAMES), 3) and st.joint_names == NAMES
     assert any("joint centres from the plugin_gait markers" in n for n in notes)
@@ -166,11 +177,8 @@ def _keypoints_of(path: str) -> tuple[np.ndarray, list[str], float]:
 def test_keypoints_npz_gives_the_skeleton_of_the_same_trial(tmp_path):
     path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
     kp, labels, rate = _keypoints_of(path)
-    meta = dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions")
-    ref = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
-    meta["stats"] = dict(mean=ref.mean((0, 1)).tolist(), std=ref.std((0, 1)).tolist())
-    np.savez(tmp_path / "kp.npz", keypoints=kp, joint_names=np.array(labels), rate=rate)
-    st, notes = inputs.load(str(tmp_path / "kp.npz"), meta)
+    meta, ref = _skeleton_meta(path)
+    st, notes = inputs.load(_save_keypoints(tmp_path / "kp.npz", kp, labels, rate), meta)
     assert len(st) >= 10 and st.x.shape[1:] == (100, len(NAMES), 3)
     assert any("keypoints in m" in n for n in notes)
     # the same body frame as the C3D's own skeleton (events detected, not marked: ~1 frame)
@@ -196,15 +204,13 @@ def test_keypoints_npz_gives_the_skeleton_of_the_same_trial(tmp_path):
 def test_keypoints_csv_reads_like_the_npz(tmp_path):
     path = os.path.join(EMB, "gaitalytics", "SI02", "treadmill_events.c3d")
     kp, labels, rate = _keypoints_of(path)
-    meta = dict(joint_names=list(NAMES), num_frames=100, num_channels=3, modality="positions")
-    ref = np.stack([r["positions"] for r in strides.segment_strides(c3d.read_trial(path))])
-    meta["stats"] = dict(mean=ref.mean((0, 1)).tolist(), std=ref.std((0, 1)).tolist())
-    np.savez(tmp_path / "kp.npz", keypoints=kp, joint_names=np.array(labels), rate=rate)
+    meta, _ = _skeleton_meta(path)
+    npz = _save_keypoints(tmp_path / "kp.npz", kp, labels, rate)
     head = "time," + ",".join(f"{n}_{a}" for n in labels for a in "xyz")
     rows = [f"{f / rate:.6f}," + ",".join("" if not np.isfinite(v) else f"{v:.7f}"
                                           for v in kp[f].ravel()) for f in range(len(kp))]
     (tmp_path / "kp.csv").write_text(head + "\n" + "\n".join(rows) + "\n")
-    a, _ = inputs.load(str(tmp_path / "kp.npz"), meta)
+    a, _ = inputs.load(npz, meta)
     b, _ = inputs.load(str(tmp_path / "kp.csv"), meta)
     assert len(a) == len(b) and np.abs(a.x - b.x).max() < 1e-3
     (tmp_path / "bad.csv").write_text("frame,LHip_x\n1,0.1\n")

@@ -1,5 +1,6 @@
-"""C3D (and OpenSim .trc) trial reader: joint angles (Plug-in-Gait outputs, or computed from the markers of any
-known marker set), markers by anatomical role, subject measurements and the marked events.
+"""C3D (and OpenSim .trc) trial reader: joint angles (Plug-in-Gait outputs, or computed from
+the markers of any known marker set), markers by anatomical role, subject measurements and the
+marked events.
 
 `read_trial(path, angles="auto")` takes the file's Plug-in-Gait angle outputs when it has
 them (what a clinician sees in Nexus / Polygon) and the marker kinematics of

@@ -17,6 +17,7 @@ import numpy as np
 
 from tfds_gait import joints as joints_lib
 from tfds_gait import kinematics as kin_lib
+from tfds_gait import skeleton
 from tfds_gait.c3d import MIN_FRAMES, Trial
 from tfds_gait.errors import GaitDataError
 
@@ -86,10 +87,9 @@ def match_names(names) -> dict[str, int]:
     return out
 
 
-def _units(path: str, legs: np.ndarray) -> float:
-    """mm per file unit from the median leg length (hip-knee + knee-ankle)."""
-    leg = float(np.nanmedian(legs)) if np.isfinite(legs).any() else float("nan")
-    for unit, scale in UNIT_SCALES:
+def _units(path: str, leg: float) -> float:
+    """mm per file unit from the median leg length (hip-knee + knee-ankle, file units)."""
+    for _, scale in UNIT_SCALES:
         if LEG_MM[0] <= leg * scale <= LEG_MM[1]:
             return scale
     raise GaitDataError(path, f"leg length {leg:.3g} (hip-knee-ankle) fits no unit (m, cm, mm):"
@@ -136,10 +136,7 @@ def trial_from_points(path: str, points: np.ndarray, names, rate: float) -> Tria
         if ok.sum() > 1 and np.ptp(x[ok], axis=0).max() == 0:
             raise GaitDataError(path, f"{joints_lib.pretty(p)} is frozen (the same position "
                                       "in every frame)")
-    legs = np.concatenate([np.linalg.norm(c[f"{s}HJC"] - c[f"{s}KJC"], axis=-1)
-                           + np.linalg.norm(c[f"{s}KJC"] - c[f"{s}AJC"], axis=-1)
-                           for s in joints_lib.SIDES])
-    scale = _units(path, legs)
+    scale = _units(path, skeleton.leg_length_mm(c, 0, len(pts) - 1))  # file units here
     c = {p: x * scale for p, x in c.items()}
     c.setdefault("PELVIS", (c["LHJC"] + c["RHJC"]) / 2)
     vertical = _vertical(path, c["PELVIS"], (c["LAJC"] + c["RAJC"]) / 2)
