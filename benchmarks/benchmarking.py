@@ -86,21 +86,30 @@ def synthetic_batch(batch_size: int, shape: dict, seed: int = 0) -> dict:
                 valid=np.ones((batch_size, t, j), bool), left=np.arange(batch_size) % 2 == 0)
 
 
-def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min_s: float,
-                peak: float, profile_steps: int = 0) -> dict:
-    """The project's compiled sharded train step (train.jit_steps): rate, FLOPs, memory."""
+def compile_train_step(cfg, shape: dict) -> tuple:
+    """(mesh, abstract state, its shardings, compiled train step, compile seconds): the
+    project's sharded step (train.jit_steps) lowered for the config's global batch."""
     mesh = train_state.make_mesh(cfg)
     graphdef, abstract = train_state.abstract_state(cfg, shape)
     shardings = train_state.state_shardings(abstract, mesh)
+    with jax.set_mesh(mesh):
+        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
+        t0 = time.perf_counter()
+        compiled = step.lower(train_state.restore_target(abstract, shardings),
+                              train.batch_spec(cfg.batch_size, shape,
+                                               train_state.batch_sharding(mesh)),
+                              jax.random.key(0)).compile()
+    return mesh, abstract, shardings, compiled, time.perf_counter() - t0
+
+
+def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min_s: float,
+                peak: float, profile_steps: int = 0) -> dict:
+    """The project's compiled sharded train step (train.jit_steps): rate, FLOPs, memory."""
+    mesh, _, shardings, compiled, compile_s = compile_train_step(cfg, shape)
     state = train_state.init_state(cfg, shape, shardings, refs)
     data_sh = train_state.batch_sharding(mesh)
     with jax.set_mesh(mesh):
-        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
         key = jax.random.key(0)
-        t0 = time.perf_counter()
-        compiled = step.lower(train_state.restore_target(abstract, shardings),
-                              train.batch_spec(cfg.batch_size, shape, data_sh), key).compile()
-        compile_s = time.perf_counter() - t0
         batch = {k: jax.device_put(v, data_sh) for k, v in batch_np.items()}
         box = [state]
 
@@ -139,9 +148,7 @@ def sharding_report(cfg, shape: dict | None = None) -> dict:
     For the `paper` preset on fake CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=8)."""
     shape = shape or dict(num_frames=configs.NUM_FRAMES, num_channels=len(joints.CHANNELS),
                           num_joints=len(joints.joint_names(gait_cycles.JOINT_SET)))
-    mesh = train_state.make_mesh(cfg)
-    graphdef, abstract = train_state.abstract_state(cfg, shape)
-    shardings = train_state.state_shardings(abstract, mesh)
+    mesh, abstract, shardings, compiled, compile_s = compile_train_step(cfg, shape)
     classes: dict[str, dict] = {}
     for (path, leaf), sh in zip(jax.tree_util.tree_leaves_with_path(abstract),
                                 jax.tree.leaves(shardings)):
@@ -150,14 +157,6 @@ def sharding_report(cfg, shape: dict | None = None) -> dict:
             spec=str(sh.spec), dtype=str(leaf.dtype), leaves=0, bytes_per_device=0))
         row["leaves"] += 1
         row["bytes_per_device"] += int(np.prod(shard)) * leaf.dtype.itemsize
-    data_sh = train_state.batch_sharding(mesh)
-    with jax.set_mesh(mesh):
-        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
-        t0 = time.perf_counter()
-        compiled = step.lower(train_state.restore_target(abstract, shardings),
-                              train.batch_spec(cfg.batch_size, shape, data_sh),
-                              jax.random.key(0)).compile()
-        compile_s = time.perf_counter() - t0
     return dict(mesh=dict(mesh.shape), devices=jax.device_count(),
                 device_kind=jax.devices()[0].device_kind, batch_size=cfg.batch_size,
                 dtype=cfg.model.dtype, compile_s=compile_s,
