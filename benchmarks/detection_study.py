@@ -71,7 +71,7 @@ def calibrations(st: dict, **kw) -> dict[int, dict]:
     for k in np.unique(st["fold"]):
         sel = clean & (st["fold"] != k)
         out[int(k)] = calibration.fit(st["residual"][sel], st["side"][sel], st["subject"][sel],
-                                      names, **kw)
+                                      names, x_ntjc=st["x"][sel], **kw)
     return out
 
 
@@ -84,11 +84,11 @@ def localize(st: dict, cals: dict) -> dict:
     rows = []
     for k, cal in cals.items():
         sel = st["fold"] == k
-        sc = calibration.score(st["residual"][sel], st["side"][sel], cal)
+        sc = calibration.score(st["residual"][sel], st["side"][sel], cal, st["x"][sel])
         z[sel], flags[sel] = sc["joint"], sc["flags"]
         for t in np.unique(trial[sel]):
             m = sel & (trial == t)
-            d = calibration.decide(st["residual"][m], st["side"][m], cal)
+            d = calibration.decide(st["residual"][m], st["side"][m], cal, st["x"][m])
             first = np.flatnonzero(m)[0]
             rows.append(dict(z=d["z"], flags=d["flagged"], truth=st["truth"][m].any((0, 2)),
                              kind=st["kind"][first], severity=st["severity"][first],
@@ -143,7 +143,8 @@ def twin_study(wd: Workdir, st: dict, cals: dict, withhold: str, margin: float,
         own, orc = [], []
         for t in np.unique(trial[sel]):
             m = trial[sel] == t
-            d = calibration.decide(st["residual"][sel][m], st["side"][sel][m], cal)
+            d = calibration.decide(st["residual"][sel][m], st["side"][sel][m], cal,
+                                   st["x"][sel][m])
             sub = strides.take(m)
             own.append((m, d["flagged"], gg.withheld(sub, d["flagged"], d["map"],
                                                      d["threshold"])))
@@ -180,6 +181,11 @@ def main(argv: list[str]) -> None:
     p.add_argument("--alpha", type=float, default=calibration.ALPHA)
     p.add_argument("--channels", choices=("reliable", "all"), default="reliable")
     p.add_argument("--offsets", action="store_true", help="offsets flag too")
+    p.add_argument("--asymmetry", action=argparse.BooleanOptionalAction, default=True,
+                   help="the left - right statistic too")
+    p.add_argument("--joint_alpha", type=float, default=calibration.JOINT_ALPHA,
+                   help="two-stage flags: per-joint thresholds at this level behind the "
+                        "family-wise gate (0: off)")
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
     p.add_argument("--margin", type=float, default=1.0)
     p.add_argument("--dilate", type=int, default=1)
@@ -187,14 +193,16 @@ def main(argv: list[str]) -> None:
     wd = Workdir(a.workdir)
     st = make_study(wd)
     cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
-                        offsets=a.offsets)
+                        offsets=a.offsets, asymmetry=a.asymmetry,
+                        joint_alpha=a.joint_alpha or None)
     if a.twin:
         res = {"twin": twin_study(wd, st, cals, a.twin, a.margin, a.dilate),
                "withhold": a.twin, "margin": a.margin, "dilate": a.dilate}
     else:
         res = localize(st, cals)
     print(json.dumps({"window": a.window, "alpha": a.alpha, "channels": a.channels,
-                      "offsets": a.offsets, **res}))
+                      "offsets": a.offsets, "asymmetry": a.asymmetry,
+                      "joint_alpha": a.joint_alpha, **res}))
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         residual, strides.side, strides.subject, strides.joint_names, cohorts=strides.cohort,
         alpha=float(cfg.calibration.alpha if alpha is None else alpha),
         width=int(cfg.calibration.window), channels=cfg.calibration.get("channels", "reliable"),
-        offsets=bool(cfg.calibration.get("offsets", False)), model_id=meta.get("model_id"),
+        offsets=bool(cfg.calibration.get("offsets", False)),
+        asymmetry=bool(cfg.calibration.get("asymmetry", False)),
+        joint_alpha=cfg.calibration.get("joint_alpha") or None, model_id=meta.get("model_id"),
         x_ntjc=strides.x,
         folds={"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
                                                              fold.tolist())}})

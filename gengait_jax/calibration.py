@@ -43,6 +43,7 @@ from gengait_jax import data
 from tfds_gait import joints as joints_lib
 
 ALPHA = 0.05
+JOINT_ALPHA = 0.05
 WINDOW = 20
 TRIAL_SIZES = (1, 2, 3, 4, 6, 8, 10)
 N_PSEUDO = 2000
@@ -130,14 +131,31 @@ def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray
 
 
 def null_params(st: dict) -> dict[str, np.ndarray]:
-    """Null of each statistic per (joint, channel): offset mean / SD, shape mean / SD."""
+    """Null of each statistic per (joint, channel): offset mean / SD, shape mean / SD (and the
+    asymmetry shape's, when `st` has one)."""
+    keys = [("off", "offset"), ("shape", "shape")] + ([("asym", "asym")] if "asym" in st else [])
+    out = {}
     with _quiet():
-        out = {"off_mean": np.nanmean(st["offset"], 0), "off_sd": np.nanstd(st["offset"], 0),
-               "shape_mean": np.nanmean(st["shape"], 0), "shape_sd": np.nanstd(st["shape"], 0)}
-    for k in ("off_sd", "shape_sd"):
+        for short, name in keys:
+            out[f"{short}_mean"] = np.nanmean(st[name], 0)
+            out[f"{short}_sd"] = np.nanstd(st[name], 0)
+    for short, _ in keys:
+        k = f"{short}_sd"
         med = np.nanmedian(out[k]) if np.isfinite(out[k]).any() else 1.0
         out[k] = np.maximum(np.nan_to_num(out[k], nan=med), SD_FLOOR * med + 1e-9)
     return {k: np.nan_to_num(v) for k, v in out.items()}
+
+
+def asymmetry_curves(x_own_ntjc: np.ndarray, e_own_ntjc: np.ndarray, pair: Sequence[int]) -> np.ndarray:
+    """Own-phase left - right difference of the observed curves of each joint and its
+    contralateral twin [N, T, J, C] (NaN where either is not scored, or without a twin): the
+    person's other side as its own control, without the between-person spread both share."""
+    pair = np.asarray(pair, int)
+    x = np.where(np.isfinite(e_own_ntjc), x_own_ntjc, np.nan).astype(np.float64)
+    out = np.full(x.shape, np.nan)
+    has = pair >= 0
+    out[:, :, has] = x[:, :, has] - x[:, :, pair[has]]
+    return out
 
 
 def _one_sided(z_two_sided: np.ndarray) -> np.ndarray:
@@ -147,32 +165,60 @@ def _one_sided(z_two_sided: np.ndarray) -> np.ndarray:
 
 
 def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "reliable",
-              offsets: bool = False) -> dict:
+              offsets: bool = False, asymmetry: bool = False) -> dict:
     """Which statistics a flag rests on: `channels` "reliable" (joints.reliable_channels) or
-    "all"; `offsets`: the offset statistic too (else only the shape one)."""
+    "all"; `offsets`: the offset statistic too (else only the shape one); `asymmetry`: the
+    shape statistic of the left - right difference too, where a joint has a twin (`pair`)."""
     if channels not in ("reliable", "all"):
         raise ValueError(f"calibration.channels={channels!r}: use 'reliable' or 'all'")
     mask = joints_lib.reliable_channels(joint_names, num_channels) if channels == "reliable" \
         else [[True] * num_channels for _ in joint_names]
-    return {"channels": channels, "mask": mask, "offsets": bool(offsets)}
+    pair = joints_lib.contralateral(joint_names)
+    return {"channels": channels, "mask": mask, "offsets": bool(offsets),
+            "asymmetry": bool(asymmetry) and max(pair) >= 0, "pair": pair}
+
+
+def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int]) -> np.ndarray:
+    """The asymmetry z [..., J, C] kept on the side whose own shape z is the larger (the
+    deviating side of an asymmetric pair), NaN on the other side and without a twin."""
+    pair = np.asarray(pair, int)
+    own = np.nan_to_num(z_shape, nan=-np.inf)
+    other = np.where((pair >= 0)[:, None], own[..., np.maximum(pair, 0), :], np.inf)
+    return np.where(own >= other, z_a, np.nan)
+
+
+def _combined(z_shape: np.ndarray, z_a: np.ndarray) -> np.ndarray:
+    """Stouffer's sum (z_shape + z_a) / sqrt 2 where the asymmetry z counts, else z_shape."""
+    return np.where(np.isfinite(z_a), (z_shape + z_a) / np.sqrt(2.0), z_shape)
 
 
 def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarray]:
-    """Per (joint, channel) offset and shape z; the joint z [N, J] = the max, over the
-    channels and statistics of the flag `rule`, of those z; the anomaly map [N, T, J] = shape z
-    at every phase, max over the rule's channels. No rule: every channel and statistic."""
+    """Per (joint, channel) offset, shape (and asymmetry) z; the joint z [N, J] = the max, over
+    the channels and statistics of the flag `rule`, of those z; the anomaly map [N, T, J] = the
+    same z at every phase, max over the rule's channels. No rule: every channel and statistic.
+    With the asymmetry statistic, the side of a pair with the larger shape z (`_attributed`)
+    gets the Stouffer sum of its shape and asymmetry z instead of the shape z (`_combined`):
+    measured on the validation people, a higher bar for a healthy person who is unusual in only
+    one of the two (BUILD_NOTES "Calibration")."""
     z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
     mask = np.ones(z_off.shape[-2:], bool) if rule is None else np.asarray(rule["mask"], bool)
     use_off = True if rule is None else rule["offsets"]
     with _quiet():
         z_shape = (st["shape"] - nul["shape_mean"]) / nul["shape_sd"]
-        parts = [np.where(mask, z_shape, np.nan)] + ([np.where(mask, z_off, np.nan)]
-                                                      if use_off else [])
-        joint = np.nanmax(np.stack(parts), axis=(0, -1))
-        out = {"offset": z_off, "shape": z_shape, "joint": joint}
+        parts = [z_shape] + ([z_off] if use_off else [])
+        out = {"offset": z_off, "shape": z_shape}
+        if "asym" in st:
+            z_a = _attributed((st["asym"] - nul["asym_mean"]) / nul["asym_sd"], z_shape,
+                              rule["pair"])
+            parts[0] = _combined(z_shape, z_a)
+            out["asym"] = z_a
+        out["joint"] = np.nanmax(np.where(mask, np.stack(parts), np.nan), axis=(0, -1))
         if "window" in st:
-            z_map = (np.abs(st["window"]) - nul["shape_mean"][None, None]) \
-                / nul["shape_sd"][None, None]
+            z_map = (np.abs(st["window"]) - nul["shape_mean"]) / nul["shape_sd"]
+            if "asym_window" in st:
+                z_map = _combined(z_map, np.where(
+                    np.isfinite(z_a)[:, None], (np.abs(st["asym_window"]) - nul["asym_mean"])
+                    / nul["asym_sd"], np.nan))
             out["map"] = np.nanmax(np.where(mask, z_map, np.nan), axis=-1)
     return out
 
@@ -209,28 +255,55 @@ def conformal_quantile(values, alpha: float) -> float:
     return float(v[r - 1]) if 0 < r <= len(v) else math.inf
 
 
-def _fit_size(e: np.ndarray, subjects: np.ndarray, k: int, bg: dict, loso_bg: dict,
-              width: int, alpha: float, seed: int, rule: dict) -> dict:
+def all_statistics(e: np.ndarray, bg: dict, width: int, a: np.ndarray | None = None,
+                   bg_a: dict | None = None) -> dict[str, np.ndarray]:
+    """The residual's `statistics`, plus with asymmetry curves `a` (and their background)
+    their shape statistic 'asym' [N, J, C] and windowed deviation 'asym_window'."""
+    out = statistics(e, bg, width)
+    if a is not None:
+        sa = statistics(a, bg_a, width)
+        out.update(asym=sa["shape"], asym_window=sa["window"])
+    return out
+
+
+_NULL_STATS = ("offset", "shape", "asym")
+
+
+def _finite_or_none(v: float) -> float | None:
+    """v, or None where it is infinite (strict JSON)."""
+    return v if math.isfinite(v) else None
+
+
+def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: dict,
+              width: int, alpha: float, seed: int, rule: dict,
+              joint_alpha: float | None = None) -> dict:
     """Null parameters and the family-wise threshold for trials of k strides: pseudo-trials of
     k distinct strides of one subject (the subjects with >= k strides), subjects drawn
     uniformly (a subject with many strides, e.g. a 30 s treadmill trial, weighs as much as one
-    with four)."""
+    with four). `streams`: the own-phase residuals ('e') and asymmetry curves ('a', optional),
+    `bgs` / `loso_bgs` their backgrounds (all subjects / without each subject)."""
     keep = np.flatnonzero(np.isin(subjects, _subjects_with(subjects, k)))
     index = keep[pseudo_trials(subjects[keep], k, N_PSEUDO, seed)]
-    trials = trial_residual(e, index)
-    full = statistics(trials, bg, width)
-    st = {name: full[name] for name in ("offset", "shape")}
+    trials = {name: trial_residual(v, index) for name, v in streams.items()}
+    full = all_statistics(trials["e"], bgs["e"], width, trials.get("a"), bgs.get("a"))
+    st = {name: full[name] for name in _NULL_STATS if name in full}
     owner = subjects[index[:, 0]]
     nul = null_params(st)
-    z_max = np.full(len(index), np.nan)
+    z_joint = np.full((len(index), streams["e"].shape[2]), np.nan)
     for s in np.unique(owner):  # each pseudo-trial scored as a new person's: its subject
         mine = owner == s       # left out of the background (scale) and of the null
-        own = statistics(trials[mine], loso_bg[s], width)
+        own = all_statistics(trials["e"][mine], loso_bgs["e"][s], width,
+                             trials["a"][mine] if "a" in trials else None,
+                             loso_bgs["a"][s] if "a" in trials else None)
         loso = null_params({name: v[~mine] for name, v in st.items()})
-        with _quiet():
-            z_max[mine] = np.nanmax(zscores({name: own[name] for name in st}, loso,
-                                            rule)["joint"], axis=-1)
-    return {"k": k, "threshold": conformal_quantile(z_max, alpha), "n_trials": int(len(index)),
+        z_joint[mine] = zscores({name: own[name] for name in st}, loso, rule)["joint"]
+    with _quiet():
+        z_max = np.nanmax(z_joint, axis=-1)
+    joint_th = None if joint_alpha is None else [  # None: too few values (never flags)
+        _finite_or_none(conformal_quantile(z_joint[:, j], joint_alpha))
+        for j in range(z_joint.shape[1])]
+    return {"k": k, "threshold": conformal_quantile(z_max, alpha), "joint_threshold": joint_th,
+            "n_trials": int(len(index)),
             "n_subjects": int(len(np.unique(owner))),
             **{name: np.round(v, 5).tolist() for name, v in nul.items()}}
 
@@ -252,23 +325,35 @@ def reference_curves(x_ntjc, sides, min_strides: int = 5) -> dict:
 
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
-        offsets: bool = False, folds: dict | None = None, model_id: str | None = None,
-        seed: int = 0, x_ntjc=None) -> dict:
-    """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides;
-    flags rest on the statistics of `flag_rule(channels, offsets)`."""
+        offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
+        folds: dict | None = None, model_id: str | None = None, seed: int = 0,
+        x_ntjc=None) -> dict:
+    """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides
+    (and their observed curves `x_ntjc`: the reference curves, the asymmetry statistic); flags
+    rest on the statistics of `flag_rule(channels, offsets, asymmetry)`."""
     subjects = np.asarray(subjects).astype(str)
     if len(residuals_ntjc) < MIN_STRIDES or len(set(subjects.tolist())) < 3:
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
     e = data.to_own_phase(residuals_ntjc, sides, joint_names)
-    parts = _subject_parts(e, subjects)
-    bg, loso_bg = _background_of(parts), loso_backgrounds(parts)
-    rule = flag_rule(joint_names, e.shape[-1], channels, offsets)
-    sizes = [_fit_size(e, subjects, k, bg, loso_bg, width, alpha, seed, rule) for k in TRIAL_SIZES
+    rule = flag_rule(joint_names, e.shape[-1], channels, offsets, asymmetry)
+    if rule["asymmetry"] and x_ntjc is None:
+        raise ValueError("the asymmetry statistic needs the observed curves (x_ntjc)")
+    streams = {"e": e}
+    if rule["asymmetry"]:
+        streams["a"] = asymmetry_curves(data.to_own_phase(x_ntjc, sides, joint_names), e, rule["pair"])
+    bgs, loso_bgs = {}, {}
+    for name, v in streams.items():
+        parts = _subject_parts(v, subjects)
+        bgs[name], loso_bgs[name] = _background_of(parts), loso_backgrounds(parts)
+    bg = bgs["e"]
+    sizes = [_fit_size(streams, subjects, k, bgs, loso_bgs, width, alpha, seed, rule,
+                       joint_alpha) for k in TRIAL_SIZES
              if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
     names = list(joint_names)
     cal = {
-        "model_id": model_id, "method": "oof-offset-shape", "alpha": alpha, "window": width,
+        "model_id": model_id, "method": "oof-offset-shape", "alpha": alpha,
+        "joint_alpha": joint_alpha, "window": width,
         "joint_names": names, "n_strides": int(len(e)),
         "n_subjects": int(len(set(subjects.tolist()))),
         "cohorts": None if cohorts is None else dict(zip(*np.unique(
@@ -276,6 +361,8 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         "n_strides_scored": dict(zip(names, np.isfinite(e).all(-1).any(1).sum(0).tolist())),
         "folds": folds, "flag_rule": rule,
         "background": {k: np.round(v, 4).tolist() for k, v in bg.items()},
+        "asym_background": {k: np.round(v, 4).tolist() for k, v in bgs["a"].items()}
+        if "a" in bgs else None,
         "sizes": sizes,
         "threshold_method": "conformal max-over-joints z of leave-one-subject-out pseudo-trials",
     }
@@ -299,36 +386,71 @@ def size_entry(cal: dict, k: int) -> dict:
 def _arrays(entry: dict) -> dict[str, np.ndarray]:
     """The null parameters of a size entry as arrays."""
     return {k: np.asarray(entry[k], float) for k in ("off_mean", "off_sd", "shape_mean",
-                                                     "shape_sd")}
+                                                     "shape_sd", "asym_mean", "asym_sd")
+            if k in entry}
 
 
-def score(residuals_ntjc, sides, cal: dict) -> dict:
+def flags_of(joint_z: np.ndarray, entry: dict) -> np.ndarray:
+    """Flags [..., J]: a joint above the family-wise threshold; with per-joint thresholds (a
+    two-stage rule), every joint above its own once any joint is above the family-wise one."""
+    z = np.nan_to_num(joint_z, nan=-np.inf)
+    gate = z > entry["threshold"]
+    if entry.get("joint_threshold") is None:
+        return gate
+    own = z > joint_thresholds(entry)
+    return gate | (own & gate.any(axis=-1, keepdims=True))
+
+
+def joint_thresholds(entry: dict) -> np.ndarray | None:
+    """The per-joint thresholds [J] of a size entry (inf where a joint has none), or None."""
+    th = entry.get("joint_threshold")
+    return None if th is None else np.array([np.inf if t is None else t for t in th])
+
+
+def _streams(residuals_ntjc, sides, cal: dict, x_ntjc) -> tuple:
+    """Own-phase residuals and (when the calibration uses them) asymmetry curves."""
+    e = data.to_own_phase(residuals_ntjc, sides, cal["joint_names"])
+    rule = cal["flag_rule"]
+    if not rule.get("asymmetry"):
+        return e, None
+    if x_ntjc is None:
+        raise ValueError("this calibration uses the asymmetry statistic: pass the observed "
+                         "curves (x_ntjc)")
+    return e, asymmetry_curves(data.to_own_phase(x_ntjc, sides, cal["joint_names"]), e, rule["pair"])
+
+
+def _background(cal: dict, key: str = "background") -> dict | None:
+    """A stored background as arrays."""
+    return None if cal.get(key) is None else {k: np.asarray(v) for k, v in cal[key].items()}
+
+
+def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:  # noqa: D417
     """Per-stride z of OOF-calibrated statistics: joint z [N, J], map [N, T, J], channel
-    z [N, J, C] (offset, shape), flags [N, J] (the one-stride threshold)."""
-    e = data.to_own_phase(residuals_ntjc, sides, cal["joint_names"])
-    bg = {k: np.asarray(v) for k, v in cal["background"].items()}
+    z [N, J, C] (offset, shape), flags [N, J] (the one-stride threshold); `x_ntjc`: the
+    observed curves (needed by a calibration with the asymmetry statistic)."""
+    e, a = _streams(residuals_ntjc, sides, cal, x_ntjc)
     entry = size_entry(cal, 1)
-    z = zscores(statistics(e, bg, cal["window"]), _arrays(entry), cal["flag_rule"])
-    with _quiet():
-        flags = np.nan_to_num(z["joint"], nan=-np.inf) > entry["threshold"]
-    return dict(z, flags=flags, threshold=entry["threshold"])
+    st = all_statistics(e, _background(cal), cal["window"], a, _background(cal, "asym_background"))
+    z = zscores(st, _arrays(entry), cal["flag_rule"])
+    return dict(z, flags=flags_of(z["joint"], entry), threshold=entry["threshold"])
 
 
-def decide(residuals_ntjc, sides, cal: dict) -> dict:
+def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     """The trial decision over all strides (both sides): joint z [J] of the strides' mean
-    own-phase residual against the k-stride null, its threshold, flags, map [T, J], k."""
-    e = data.to_own_phase(residuals_ntjc, sides, cal["joint_names"])
+    own-phase residual (and asymmetry) against the k-stride null, its threshold, flags, map
+    [T, J], k."""
+    e, a = _streams(residuals_ntjc, sides, cal, x_ntjc)
     k = int(np.isfinite(e).any(axis=(1, 2, 3)).sum())
     entry = size_entry(cal, k)
-    bg = {key: np.asarray(v) for key, v in cal["background"].items()}
     with _quiet():
         mean = np.nanmean(e, axis=0, keepdims=True)
-    z = zscores(statistics(mean, bg, cal["window"]), _arrays(entry), cal["flag_rule"])
+        mean_a = None if a is None else np.nanmean(a, axis=0, keepdims=True)
+    st = all_statistics(mean, _background(cal), cal["window"], mean_a,
+                        _background(cal, "asym_background"))
+    z = zscores(st, _arrays(entry), cal["flag_rule"])
     joint = z["joint"][0]
-    flags = np.nan_to_num(joint, nan=-np.inf) > entry["threshold"]
+    flags = flags_of(joint, entry)
+    asym = z["asym"][0] if "asym" in z else np.full_like(z["shape"][0], np.nan)
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
             "map": z["map"][0], "offset_z": z["offset"][0], "shape_z": z["shape"][0],
-            "threshold_k": entry["k"]}
-
-
-
+            "asym_z": asym, "threshold_k": entry["k"], "joint_threshold": joint_thresholds(entry)}

@@ -255,7 +255,8 @@ def run_gengait(gg: GenGait, rec: dict) -> dict:
     trial_z, thresholds = np.zeros((n, j)), np.zeros(n)
     for g in np.unique(groups):
         sel = groups == g
-        d = calibration.decide(p1.residual[sel], strides.side[sel], gg.calibration)
+        d = calibration.decide(p1.residual[sel], strides.side[sel], gg.calibration,
+                               strides.x[sel])
         trial_flags[sel], trial_map[sel], trial_z[sel] = d["flagged"], d["map"], d["z"]
         thresholds[sel] = d["threshold"]
     rec.update(trial=groups, trial_z=trial_z, trial_flags=trial_flags)

@@ -58,6 +58,9 @@ class Decision:
     map: np.ndarray          # [T, J] anomaly map (shape z per phase, each joint's own cycle)
     offset_z: np.ndarray     # [J, C]
     shape_z: np.ndarray      # [J, C]
+    asym_z: np.ndarray       # [J, C] left - right z where it counts (NaN elsewhere)
+    joint_threshold: np.ndarray | None  # [J] a joint's own threshold once the trial is
+                                        # flagged (None: family-wise flags only)
 
 
 class GenGait:
@@ -115,7 +118,7 @@ class GenGait:
                                                                  p1.residual_ntjc))
         z = flags = None
         if self.calibration is not None:
-            sc = calibration.score(residual, strides.side, self.calibration)
+            sc = calibration.score(residual, strides.side, self.calibration, strides.x)
             z, flags = sc["joint"], sc["flags"]
         return Pass1(recon, residual, p1.scored_nj, p1.valid_frac_nj, z, flags)
 
@@ -123,9 +126,9 @@ class GenGait:
         """The trial decision over all strides of `strides` (one recording, both sides)."""
         self._require_calibration()
         p1 = self.pass1(strides) if p1 is None else p1
-        d = calibration.decide(p1.residual, strides.side, self.calibration)
+        d = calibration.decide(p1.residual, strides.side, self.calibration, strides.x)
         return Decision(d["z"], d["flagged"], d["threshold"], d["k"], d["map"], d["offset_z"],
-                        d["shape_z"])
+                        d["shape_z"], d["asym_z"], d["joint_threshold"])
 
     # ------------------------------------------------------------------ pass 2
     def withheld(self, strides: data.Strides, flagged_j: np.ndarray,
@@ -256,7 +259,10 @@ class DetectResult:
                 "flagged": bool(dec.flagged[j]), "scored": scored,
                 "n_strides_scored": int(np.isfinite(p1.z[:, j]).sum()), "units": units,
                 "rms": float(np.nanmedian(p1.rms[:, j])) if scored else None,
+                "threshold": None if dec.joint_threshold is None
+                or not np.isfinite(dec.joint_threshold[j]) else float(dec.joint_threshold[j]),
                 "channels": {ch: {"offset_z": dec.offset_z[j, c], "shape_z": dec.shape_z[j, c],
+                                  "asym_z": dec.asym_z[j, c],
                                   "can_flag": bool(rule["mask"][j][c])}
                              for c, ch in enumerate(channels)},
                 "phase_z": np.round(dec.map[:, j], 2), "per_stride": per_stride}
@@ -266,9 +272,16 @@ class DetectResult:
                 "threshold": {"z": dec.threshold, "alpha": self.calibration["alpha"],
                               "strides": dec.k, "calibrated_for": f"{dec.k} stride(s)",
                               "statistic": "max over the {} channels of the phase-local "
-                                           "shape z{} of the trial's mean residual".format(
+                                           "shape z{}{} of the trial's mean residual".format(
                                                rule["channels"], " and offset z"
-                                               if rule["offsets"] else ""),
+                                               if rule["offsets"] else "",
+                                               ", combined with the left - right asymmetry z"
+                                               if rule.get("asymmetry") else ""),
+                              "joint_alpha": self.calibration.get("joint_alpha"),
+                              "rule": "a joint is flagged above z; once one is, every joint "
+                                      "above its own threshold (joints.*.threshold)"
+                              if dec.joint_threshold is not None else
+                              "a joint is flagged above z",
                               "calibration_strides": self.calibration["n_strides"]},
                 "flagged": self.flagged,
                 "not_scored": [n for n, v in joints.items() if not v["scored"]],
@@ -286,8 +299,11 @@ class DetectResult:
         lines += [f"  note: {n}" for n in s["notes"]]
         j = s["joints"]
         flagged = sorted(s["flagged"], key=lambda n: -j[n]["z"])
-        lines.append("  flagged: " + (", ".join(f"{j[n]['name']} (z {j[n]['z']:.1f})"
-                                                for n in flagged) or "none"))
+        th = s["threshold"]["z"]
+        lines.append("  flagged: " + (", ".join(
+            f"{j[n]['name']} (z {j[n]['z']:.1f}" + ("" if j[n]["z"] > th else
+                                                   f" > its own {j[n]['threshold']:.1f}") + ")"
+            for n in flagged) or "none"))
         if s["not_scored"]:
             lines.append("  not scored (too little valid data): " + ", ".join(
                 j[n]["name"] for n in s["not_scored"]))

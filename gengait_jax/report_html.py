@@ -151,7 +151,10 @@ def write(path: str | epath.Path, *, scores: dict, map_tj, title: str, joint_nam
             f'<p>{scores["n_strides"]} stride(s) ({", ".join(f"{sides.tolist().count(s)} {s}" for s in ("L", "R") if s in sides) or "sides unknown"}); '
             f'flag threshold z &gt; {th["z"]:.2f} for {th["strides"]} stride(s), calibrated '
             f'on {th["calibration_strides"]} out-of-fold healthy strides so that a healthy '
-            f'trial gets any flag with probability {100 * th["alpha"]:.0f} %.</p>',
+            f'trial gets any flag with probability {100 * th["alpha"]:.0f} %'
+            + ('; once one joint is above it, every joint above its own healthy '
+               f'{100 * (1 - th["joint_alpha"]):.0f} % level is flagged too'
+               if th.get("joint_alpha") else "") + '.</p>',
             f"<ul>{notes}</ul>" if notes else "",
             "<h2>z per joint</h2>", _bars(joint_names, z_j, flagged_j, threshold),
             "<h2>Where in the gait cycle (anomaly map, each joint's own cycle)</h2>",

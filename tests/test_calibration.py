@@ -26,6 +26,24 @@ def _null(n_subjects: int, per: int, seed: int, t: int = 100, j: int = 6, c: int
     return (off + shape + noise).astype(np.float32), side, np.array([f"P{s}" for s in subj])
 
 
+def _observed(side, subj, seed: int, t: int = 100) -> np.ndarray:
+    """Observed curves of the same people: per subject a smooth shape shared by both sides
+    (in each joint's own cycle) plus a little side-specific noise, in the strides' layout."""
+    rng = np.random.default_rng(seed)
+    names, inv = np.unique(subj, return_inverse=True)
+    basis = np.stack([np.sin(2 * np.pi * k * np.arange(t) / t + k) for k in (1, 2, 3)])
+    shared = np.einsum("skjc,kt->stjc", rng.normal(0, 4.0, (len(names), 3, 3, 3)), basis)[inv]
+    own = np.concatenate([shared, shared], axis=2) + rng.normal(0, 1.0, (len(subj), t, 6, 3))
+    return data.to_own_phase(own, side, NAMES, inverse=True).astype(np.float32)
+
+
+def _swing(amp: float, sides, start: int = 60, width: int = 20) -> np.ndarray:
+    """[N, T] a half-sine of `amp` over [start, start + width) of the RIGHT side's cycle."""
+    b = np.zeros(100)
+    b[start:start + width] = amp * np.sin(np.pi * np.arange(width) / width)
+    return np.stack([np.roll(b, 0 if s == "R" else -50) for s in sides])
+
+
 def test_folds_are_subject_disjoint_and_spread_over_cohorts():
     rng = np.random.default_rng(0)
     subj = np.array([f"S{i}" for i in rng.integers(0, 20, 300)])
@@ -111,21 +129,72 @@ def test_flags_rest_on_the_reliable_channels():
         "flagged"][knee]
 
 
-def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials():
+@pytest.mark.parametrize("seed", [23, 25])
+def test_asymmetry_flags_a_one_sided_deviation_on_its_own_side(seed):
+    """A 6-deg swing deficit of the right knee, in its residual and its observed curve: below
+    the threshold of the residual's shape statistic alone, flagged when the person's left knee
+    is also the reference, and only on the right (the left knee's sagittal channel carries no
+    asymmetry z)."""
+    res, side, subj = _null(30, 6, 21)
+    x = _observed(side, subj, 22)
+    e1, s1, sub1 = _null(1, 3, seed)
+    x1 = _observed(s1, sub1, seed + 1)
+    knee, left = NAMES.index("RKnee"), NAMES.index("LKnee")
+    e1[:, :, knee, 0] += _swing(-6.0, s1)
+    x1[:, :, knee, 0] += _swing(-6.0, s1)
+    plain = calibration.decide(e1, s1, calibration.fit(res, side, subj, NAMES, x_ntjc=x), x1)
+    cal = calibration.fit(res, side, subj, NAMES, x_ntjc=x, asymmetry=True)
+    both = calibration.decide(e1, s1, cal, x1)
+    assert not plain["flagged"].any() and plain["z"][knee] < plain["threshold"]
+    assert both["flagged"].tolist() == [j == knee for j in range(len(NAMES))]
+    # attributed per channel: the deviating (sagittal) channel counts on the right only
+    assert np.isfinite(both["asym_z"][knee, 0]) and np.isnan(both["asym_z"][left, 0])
+    with pytest.raises(ValueError, match="asymmetry statistic"):
+        calibration.decide(e1, s1, cal)  # without the observed curves: an error, not a guess
+
+
+@pytest.mark.parametrize("amp,seed", [(4.0, 32), (7.0, 34)])
+def test_two_stage_flags_a_secondary_joint_only_in_a_flagged_trial(amp, seed):
+    """A hip deviation above the hip's own healthy 95 % level but below the family-wise
+    threshold is flagged only in a trial that is flagged anyway (a 30-deg knee deficit), and
+    never without `joint_alpha`."""
+    res, side, subj = _null(30, 6, 31)
+    cal = calibration.fit(res, side, subj, NAMES, joint_alpha=0.05)
+    family = calibration.fit(res, side, subj, NAMES)
+    hip, knee = NAMES.index("RHip"), NAMES.index("RKnee")
+    e1, s1, _ = _null(1, 3, seed)
+    hip_only = e1.copy()
+    hip_only[:, :, hip, 0] += _swing(amp, s1)
+    both = hip_only.copy()
+    both[:, :, knee, 0] += _swing(-30.0, s1)
+    d = calibration.decide(hip_only, s1, cal)
+    assert d["joint_threshold"][hip] < d["z"][hip] < d["threshold"] and not d["flagged"].any()
+    assert calibration.decide(both, s1, cal)["flagged"].tolist() == [
+        j in (hip, knee) for j in range(len(NAMES))]
+    assert calibration.decide(both, s1, family)["flagged"].tolist() == [
+        j == knee for j in range(len(NAMES))]
+
+
+@pytest.mark.parametrize("kw", [{}, {"asymmetry": True, "joint_alpha": 0.05}],
+                         ids=["family-wise", "asymmetry-two-stage"])
+def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials(kw):
     """Six calibrations on 40 people each, each tested on 200 other people: a healthy trial
-    gets any flag with probability alpha on average over calibrations. Tolerance: +/- 2
-    points on the mean of 6 x 200 trials (binomial SD 0.6 points; the threshold itself varies
-    between calibrations because the tail of 40 people rests on a few of them), and no single
-    calibration above 12 %."""
+    gets any flag with probability alpha on average over calibrations, also with the
+    asymmetry statistic and the two-stage joint flags (the family-wise gate decides whether a
+    trial gets any flag). Tolerance: +/- 2 points on the mean of 6 x 200 trials (binomial SD
+    0.6 points; the threshold itself varies between calibrations because the tail of 40
+    people rests on a few of them), and no single calibration above 12 %."""
     test, tside, tsubj = _null(200, 8, 100)
+    tx = _observed(tside, tsubj, 101)
     firsts = {k: [np.flatnonzero(tsubj == s)[:k] for s in np.unique(tsubj)] for k in (1, 4)}
     rates = {1: [], 4: []}
     for seed in range(6):
         res, side, subj = _null(40, 8, 10 + seed)
-        cal = calibration.fit(res, side, subj, NAMES, seed=seed)
+        cal = calibration.fit(res, side, subj, NAMES, seed=seed,
+                              x_ntjc=_observed(side, subj, 50 + seed), **kw)
         for k, groups in firsts.items():
-            rates[k].append(np.mean([calibration.decide(test[i], tside[i], cal)["flagged"].any()
-                                     for i in groups]))
+            rates[k].append(np.mean([calibration.decide(test[i], tside[i], cal, tx[i])[
+                "flagged"].any() for i in groups]))
     for k, r in rates.items():
         assert abs(np.mean(r) - ALPHA) <= 0.02 and max(r) <= 0.12, (k, r)
 

@@ -58,6 +58,15 @@ def pretty(joint: str) -> str:
     return f"{side} {_PRETTY.get(base, base.lower())}"
 
 
+def contralateral(joints) -> list[int]:
+    """Per joint the index of the same joint of the other side ('LKnee' -> 'RKnee'), -1 for a
+    joint without one (trunk, the pelvis centre)."""
+    index = {n: i for i, n in enumerate(joints)}
+    other = {"L": "R", "R": "L"}
+    return [index.get(other.get(j[:1], "") + j[1:], -1) if j[:1] in other else -1
+            for j in joints]
+
+
 def reliable_channels(joints, num_channels: int = len(CHANNELS)):
     """[J, C] bool: the reliable channels of each joint (RELIABLE_CHANNELS); a joint it does not
     list (trunk, a skeleton's points) keeps every channel."""
