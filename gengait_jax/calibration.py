@@ -43,7 +43,7 @@ from gengait_jax import data
 from tfds_gait import joints as joints_lib
 
 ALPHA = 0.05
-JOINT_ALPHA = 0.05
+JOINT_ALPHA = 0.01
 WINDOW = 20
 TRIAL_SIZES = (1, 2, 3, 4, 6, 8, 10)
 N_PSEUDO = 2000
