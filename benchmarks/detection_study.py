@@ -173,6 +173,30 @@ def twin_study(wd: Workdir, st: dict, cals: dict, withhold: str, margin: float,
             for sev in np.unique(r["severity"])}
 
 
+def reference_spread(st: dict) -> dict:
+    """Per paired joint and channel, on the clean strides: the per-phase SD (median over the
+    cycle, after the population mean and each stride's median offset are removed) of the pass-1
+    residual, of the observed curve, and of the own-phase left - right difference."""
+    names = [str(n) for n in st["joint_names"]]
+    clean = st["kind"] == "clean"
+    own = {k: data.to_own_phase(st[k][clean], st["side"][clean], names) for k in ("residual",
+                                                                                 "x")}
+
+    def spread(a):
+        a = a - np.nanmean(a, 0)
+        a = a - np.nanmedian(a, 1, keepdims=True)
+        return round(float(np.nanmedian(np.sqrt(np.nanmean(a ** 2, 0)))), 2)
+
+    out = {}
+    for base in sorted({n[1:] for n in names if n[:1] == "L" and "R" + n[1:] in names}):
+        lr = [names.index("L" + base), names.index("R" + base)]
+        for c in range(st["x"].shape[-1]):
+            e, x = own["residual"][:, :, lr, c], own["x"][:, :, lr, c]
+            out[f"{base}/{c}"] = {"residual": spread(e), "observed": spread(x),
+                                  "left_minus_right": spread(x[..., 0] - x[..., 1])}
+    return out
+
+
 def main(argv: list[str]) -> None:
     """--workdir=DIR [--window=W] [--alpha=A]: one JSON line."""
     p = argparse.ArgumentParser()
@@ -187,6 +211,8 @@ def main(argv: list[str]) -> None:
                    help="two-stage flags: per-joint thresholds at this level behind the "
                         "family-wise gate (0: off)")
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
+    p.add_argument("--spread", action="store_true",
+                   help="the per-phase spread of the references instead (deg)")
     p.add_argument("--margin", type=float, default=1.0)
     p.add_argument("--dilate", type=int, default=1)
     a = p.parse_args(argv)
@@ -195,7 +221,9 @@ def main(argv: list[str]) -> None:
     cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
                         offsets=a.offsets, asymmetry=a.asymmetry,
                         joint_alpha=a.joint_alpha or None)
-    if a.twin:
+    if a.spread:
+        res = {"spread": reference_spread(st)}
+    elif a.twin:
         res = {"twin": twin_study(wd, st, cals, a.twin, a.margin, a.dilate),
                "withhold": a.twin, "margin": a.margin, "dilate": a.dilate}
     else:

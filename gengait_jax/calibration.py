@@ -23,6 +23,12 @@ pseudo-trials, each scored as a new person's: with the background (per-phase sca
 parameters fitted WITHOUT its own subject, so that a healthy new person's trial gets any flag
 with probability <= alpha (family-wise). Every subject weighs the same in the background.
 
+Two options measured on the validation people (BUILD_NOTES "Calibration"): the ASYMMETRY
+statistic (the same shape statistic on the own-phase left - right curve of a paired joint,
+Stouffer-combined with the shape z on the side whose shape z is the larger: the person's other
+side is a tighter reference than the body prior), and TWO-STAGE flags (once a trial passes the
+family-wise threshold, every joint above its own (1 - joint_alpha) healthy quantile).
+
 The OOF residuals come from K fold models, each trained without the subjects it scores
 (`train.train_folds`), so they are what a new person looks like to the final model.
 """
@@ -146,7 +152,8 @@ def null_params(st: dict) -> dict[str, np.ndarray]:
     return {k: np.nan_to_num(v) for k, v in out.items()}
 
 
-def asymmetry_curves(x_own_ntjc: np.ndarray, e_own_ntjc: np.ndarray, pair: Sequence[int]) -> np.ndarray:
+def asymmetry_curves(x_own_ntjc: np.ndarray, e_own_ntjc: np.ndarray,
+                     pair: Sequence[int]) -> np.ndarray:
     """Own-phase left - right difference of the observed curves of each joint and its
     contralateral twin [N, T, J, C] (NaN where either is not scored, or without a twin): the
     person's other side as its own control, without the between-person spread both share."""
@@ -341,7 +348,8 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         raise ValueError("the asymmetry statistic needs the observed curves (x_ntjc)")
     streams = {"e": e}
     if rule["asymmetry"]:
-        streams["a"] = asymmetry_curves(data.to_own_phase(x_ntjc, sides, joint_names), e, rule["pair"])
+        streams["a"] = asymmetry_curves(data.to_own_phase(x_ntjc, sides, joint_names), e,
+                                        rule["pair"])
     bgs, loso_bgs = {}, {}
     for name, v in streams.items():
         parts = _subject_parts(v, subjects)
@@ -416,7 +424,8 @@ def _streams(residuals_ntjc, sides, cal: dict, x_ntjc) -> tuple:
     if x_ntjc is None:
         raise ValueError("this calibration uses the asymmetry statistic: pass the observed "
                          "curves (x_ntjc)")
-    return e, asymmetry_curves(data.to_own_phase(x_ntjc, sides, cal["joint_names"]), e, rule["pair"])
+    return e, asymmetry_curves(data.to_own_phase(x_ntjc, sides, cal["joint_names"]), e,
+                               rule["pair"])
 
 
 def _background(cal: dict, key: str = "background") -> dict | None:
@@ -424,7 +433,7 @@ def _background(cal: dict, key: str = "background") -> dict | None:
     return None if cal.get(key) is None else {k: np.asarray(v) for k, v in cal[key].items()}
 
 
-def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:  # noqa: D417
+def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     """Per-stride z of OOF-calibrated statistics: joint z [N, J], map [N, T, J], channel
     z [N, J, C] (offset, shape), flags [N, J] (the one-stride threshold); `x_ntjc`: the
     observed curves (needed by a calibration with the asymmetry statistic)."""
