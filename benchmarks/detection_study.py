@@ -75,8 +75,26 @@ def calibrations(st: dict, **kw) -> dict[int, dict]:
     return out
 
 
-def localize(st: dict, cals: dict) -> dict:
-    """Stride- and trial-level localization and false flags with fold-held-out calibrations."""
+def fold_models(wd: Workdir, cals: dict, confirm: bool = True) -> dict[int, GenGait]:
+    """Per fold: its model with the study's calibration of that fold."""
+    out = {}
+    for k, cal in cals.items():
+        gg = GenGait.from_workdir(wd.fold(k), calibrated=False)
+        gg.calibration = cal
+        gg.cfg.calibration.confirm = confirm
+        out[k] = gg
+    return out
+
+
+def _strides(st: dict, sel: np.ndarray, joint_names) -> data.Strides:
+    """The study's strides `sel` as Strides (valid = finite)."""
+    return data.from_arrays(st["x"][sel], np.isfinite(st["x"][sel]).all(-1),
+                            side=st["side"][sel], joint_names=joint_names)
+
+
+def localize(st: dict, cals: dict, models: dict[int, GenGait]) -> dict:
+    """Stride- and trial-level localization and false flags with fold-held-out calibrations
+    (trial decisions as detect makes them: `GenGait.decide_residual`)."""
     n = len(st["kind"])
     z = np.full((n, len(st["joint_names"])), np.nan)
     flags = np.zeros_like(z, bool)
@@ -88,9 +106,10 @@ def localize(st: dict, cals: dict) -> dict:
         z[sel], flags[sel] = sc["joint"], sc["flags"]
         for t in np.unique(trial[sel]):
             m = sel & (trial == t)
-            d = calibration.decide(st["residual"][m], st["side"][m], cal, st["x"][m])
+            d = models[k].decide_residual(_strides(st, m, models[k].joint_names),
+                                          st["residual"][m])
             first = np.flatnonzero(m)[0]
-            rows.append(dict(z=d["z"], flags=d["flagged"], truth=st["truth"][m].any((0, 2)),
+            rows.append(dict(z=d.z, flags=d.flagged, truth=st["truth"][m].any((0, 2)),
                              kind=st["kind"][first], severity=st["severity"][first],
                              subject=st["subject"][first]))
     truth = st["truth"].any(-1)
@@ -124,7 +143,7 @@ def _trial_ids(st: dict) -> np.ndarray:
         st["kind"], np.char.mod("%g", st["severity"])))
 
 
-def twin_study(wd: Workdir, st: dict, cals: dict, withhold: str, margin: float,
+def twin_study(st: dict, models: dict[int, GenGait], withhold: str, margin: float,
                dilate: int) -> dict:
     """Per severity: the twin's RMS deviation (deg) from the clean stride on the affected
     channels, before / own flags / true joints, the population mean on the same joints, and
@@ -132,24 +151,20 @@ def twin_study(wd: Workdir, st: dict, cals: dict, withhold: str, margin: float,
     trial = _trial_ids(st)
     rows = {key: [] for key in ("before", "after", "oracle", "pop", "pop_oracle", "unflagged",
                                 "severity")}
-    for k, cal in cals.items():
-        gg = GenGait.from_workdir(wd.fold(k), calibrated=False)
+    for k, gg in models.items():
         gg.cfg.twin.update(withhold=withhold, phase_margin=margin, dilate=dilate)
         other = (st["fold"] != k) & (st["kind"] == "clean")
         ref = baselines.fit_reference(st["clean"][other], sides=st["side"][other])
         sel = np.flatnonzero((st["fold"] == k) & (st["kind"] != "clean"))
-        strides = data.from_arrays(st["x"][sel], np.isfinite(st["x"][sel]).all(-1),
-                                   side=st["side"][sel], joint_names=gg.joint_names)
+        strides = _strides(st, sel, gg.joint_names)
         own, orc = [], []
         for t in np.unique(trial[sel]):
             m = trial[sel] == t
-            d = calibration.decide(st["residual"][sel][m], st["side"][sel][m], cal,
-                                   st["x"][sel][m])
             sub = strides.take(m)
-            own.append((m, d["flagged"], gg.withheld(sub, d["flagged"], d["map"],
-                                                     d["threshold"])))
+            d = gg.decide_residual(sub, st["residual"][sel][m])
+            own.append((m, d.flagged, gg.withheld(sub, d.flagged, d.map, d.threshold)))
             truth = st["truth"][sel][m].any((0, 2))
-            orc.append((m, truth, gg.withheld(sub, truth, d["map"], d["threshold"])))
+            orc.append((m, truth, gg.withheld(sub, truth, d.map, d.threshold)))
         for name, parts in (("after", own), ("oracle", orc)):
             w = np.zeros((len(sel),) + parts[0][2].shape[1:], bool)
             f = np.zeros((len(sel), len(gg.joint_names)), bool)
@@ -211,6 +226,8 @@ def main(argv: list[str]) -> None:
                    help="two-stage flags: per-joint thresholds at this level behind the "
                         "family-wise gate (0: off)")
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
+    p.add_argument("--confirm", action=argparse.BooleanOptionalAction, default=True,
+                   help="two-stage flags confirmed with the primary joints withheld")
     p.add_argument("--spread", action="store_true",
                    help="the per-phase spread of the references instead (deg)")
     p.add_argument("--margin", type=float, default=1.0)
@@ -221,16 +238,17 @@ def main(argv: list[str]) -> None:
     cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
                         offsets=a.offsets, asymmetry=a.asymmetry,
                         joint_alpha=a.joint_alpha or None)
+    models = fold_models(wd, cals, a.confirm)
     if a.spread:
         res = {"spread": reference_spread(st)}
     elif a.twin:
-        res = {"twin": twin_study(wd, st, cals, a.twin, a.margin, a.dilate),
+        res = {"twin": twin_study(st, models, a.twin, a.margin, a.dilate),
                "withhold": a.twin, "margin": a.margin, "dilate": a.dilate}
     else:
-        res = localize(st, cals)
+        res = localize(st, cals, models)
     print(json.dumps({"window": a.window, "alpha": a.alpha, "channels": a.channels,
                       "offsets": a.offsets, "asymmetry": a.asymmetry,
-                      "joint_alpha": a.joint_alpha, **res}))
+                      "confirm": a.confirm, "joint_alpha": a.joint_alpha, **res}))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from gengait_jax import baselines, calibration, data, evaluation_report, metrics
+from gengait_jax import baselines, data, evaluation_report, metrics
 from gengait_jax.gengait import GenGait
 from gengait_jax.workdir import jsonable, write_json
 from tfds_gait import abnormalities, skeleton
@@ -255,10 +255,9 @@ def run_gengait(gg: GenGait, rec: dict) -> dict:
     trial_z, thresholds = np.zeros((n, j)), np.zeros(n)
     for g in np.unique(groups):
         sel = groups == g
-        d = calibration.decide(p1.residual[sel], strides.side[sel], gg.calibration,
-                               strides.x[sel])
-        trial_flags[sel], trial_map[sel], trial_z[sel] = d["flagged"], d["map"], d["z"]
-        thresholds[sel] = d["threshold"]
+        d = gg.decide_residual(strides.take(sel), p1.residual[sel])
+        trial_flags[sel], trial_map[sel], trial_z[sel] = d.flagged, d.map, d.z
+        thresholds[sel] = d.threshold
     rec.update(trial=groups, trial_z=trial_z, trial_flags=trial_flags)
     twin = lambda flags: gg.twin(strides, np.concatenate([
         gg.withheld(strides.take([i]), flags[i], trial_map[i], thresholds[i])

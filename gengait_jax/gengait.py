@@ -126,8 +126,24 @@ class GenGait:
         """The trial decision over all strides of `strides` (one recording, both sides)."""
         self._require_calibration()
         p1 = self.pass1(strides) if p1 is None else p1
-        d = calibration.decide(p1.residual, strides.side, self.calibration, strides.x)
-        return Decision(d["z"], d["flagged"], d["threshold"], d["k"], d["map"], d["offset_z"],
+        return self.decide_residual(strides, p1.residual)
+
+    def decide_residual(self, strides: data.Strides, residual_ntjc: np.ndarray) -> Decision:
+        """The trial decision from the strides' pass-1 residuals; a joint flagged only by its
+        own two-stage threshold is kept only if it stays above it when pass 1 is repeated with
+        the family-wise flagged joints withheld from the body context (`calibration.confirm`):
+        an abnormal joint in the context leaks into its neighbours' reconstructions."""
+        d = calibration.decide(residual_ntjc, strides.side, self.calibration, strides.x)
+        primary = np.nan_to_num(d["z"], nan=-np.inf) > d["threshold"]
+        secondary = d["flagged"] & ~primary
+        flagged = d["flagged"]
+        if secondary.any() and self.cfg.get("calibration", {}).get("confirm", True):
+            hide = masking_groups(primary, self.model)
+            again = self.pass1(strides.replace(valid=strides.valid & ~hide))
+            d2 = calibration.decide(again.residual, strides.side, self.calibration, strides.x)
+            flagged = primary | (secondary & (np.nan_to_num(d2["z"], nan=-np.inf)
+                                              > d2["joint_threshold"]))
+        return Decision(d["z"], flagged, d["threshold"], d["k"], d["map"], d["offset_z"],
                         d["shape_z"], d["asym_z"], d["joint_threshold"])
 
     # ------------------------------------------------------------------ pass 2

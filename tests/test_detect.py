@@ -151,3 +151,41 @@ def test_help_lists_the_launchers_own_flags_and_exits_zero():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "--input" in r.stdout and "--calibrate" in r.stdout and "scores.json" in r.stdout
+
+
+def test_a_two_stage_flag_must_survive_pass1_without_the_primary_joints(workdir):
+    """A joint flagged only by its own threshold is kept when pass 1 with the family-wise
+    flagged joint withheld still sees it (its deviation is in the data) and dropped when it
+    does not (the deviation was only in the first residuals: a leak of the primary joint)."""
+    from gengait_jax import calibration
+    gg = GenGait.from_workdir(workdir)
+    gg.calibration = g.calibration_of(joint_alpha=0.05)
+    d = g.strides(3, 91)
+    clean = g.as_strides(d)
+    knee, hip = g.NAMES.index("RKnee"), g.NAMES.index("RHip")
+    swing = np.zeros(clean.x.shape[1])
+    swing[60:90] = SWING_DEFICIT
+    base = gg.pass1(clean).residual
+    base[:, :, knee, 0] -= swing  # the primary: far above the family-wise threshold
+    entry = calibration.size_entry(gg.calibration, 3)
+    for amp in np.linspace(0.1, 1.5, 29):  # a hip deviation between its own and the family's
+        res = base.copy()
+        res[:, :, hip, 0] += amp * swing
+        z = calibration.decide(res, clean.side, gg.calibration, clean.x)["z"][hip]
+        if calibration.joint_thresholds(entry)[hip] + 0.3 < z < entry["threshold"]:
+            break
+    else:
+        pytest.fail("no hip deviation between its own and the family-wise threshold")
+    calls = []
+    real = gg.pass1
+    gg.pass1 = lambda s: calls.append(s.valid) or real(s)
+    leak = gg.decide_residual(clean, res)  # the data hold no hip deviation
+    assert leak.flagged.tolist() == [j == knee for j in range(len(g.NAMES))]
+    assert not calls[0][:, :, knee].any() and calls[0][:, :, hip].all()  # knee withheld
+    x = clean.x.copy()
+    x[:, :, hip, 0] += 2.0 * amp * swing
+    x[:, :, knee, 0] -= swing
+    real_hip = gg.decide_residual(clean.replace(x=x), res)  # the data hold it: kept
+    assert real_hip.flagged.tolist() == [j in (knee, hip) for j in range(len(g.NAMES))]
+    gg.cfg.calibration.confirm = False
+    assert gg.decide_residual(clean, res).flagged[hip]  # unconfirmed: the leak would stay
