@@ -354,7 +354,6 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
     for name, v in streams.items():
         parts = _subject_parts(v, subjects)
         bgs[name], loso_bgs[name] = _background_of(parts), loso_backgrounds(parts)
-    bg = bgs["e"]
     sizes = [_fit_size(streams, subjects, k, bgs, loso_bgs, width, alpha, seed, rule,
                        joint_alpha) for k in TRIAL_SIZES
              if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
@@ -368,7 +367,7 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
             np.asarray(cohorts).astype(str), return_counts=True))),
         "n_strides_scored": dict(zip(names, np.isfinite(e).all(-1).any(1).sum(0).tolist())),
         "folds": folds, "flag_rule": rule,
-        "background": {k: np.round(v, 4).tolist() for k, v in bg.items()},
+        "background": {k: np.round(v, 4).tolist() for k, v in bgs["e"].items()},
         "asym_background": {k: np.round(v, 4).tolist() for k, v in bgs["a"].items()}
         if "a" in bgs else None,
         "sizes": sizes,

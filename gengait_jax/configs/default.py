@@ -53,10 +53,10 @@ def _base() -> ml_collections.ConfigDict:
         channels="reliable",  # flags rest on the reliable channels (tfds_gait.joints) | "all"
         offsets=False,   # constant offsets also flag (else they are reported, not flagged)
         asymmetry=True,  # a paired joint's shape z combined with its left - right deviation's
-        joint_alpha=0.01))  # once a trial is flagged (family-wise alpha), every joint above
-                            # its own (1 - joint_alpha) healthy quantile is flagged; 0: off
-    c.calibration.confirm = True  # a joint flagged only by its own threshold must stay above it
-                                  # with the family-wise flagged joints withheld (gengait.py)
+        joint_alpha=0.01,  # once a trial is flagged (family-wise alpha), every joint above
+                           # its own (1 - joint_alpha) healthy quantile is flagged; 0: off
+        confirm=True))  # a joint flagged only by its own threshold must stay above it with
+                        # the family-wise flagged joints withheld (gengait.py)
     c.twin = ml_collections.ConfigDict(dict(  # gengait_jax/twin.py
         withhold="joint",  # "joint": every token of a flagged joint (the paper's pass 2);
                            # "phase": only its abnormal phases
