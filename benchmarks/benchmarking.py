@@ -86,14 +86,14 @@ def synthetic_batch(batch_size: int, shape: dict, seed: int = 0) -> dict:
                 valid=np.ones((batch_size, t, j), bool), left=np.arange(batch_size) % 2 == 0)
 
 
-def compile_train_step(cfg, shape: dict) -> tuple:
+def compile_train_step(cfg, shape: dict, max_group: int | None = None) -> tuple:
     """(mesh, abstract state, its shardings, compiled train step, compile seconds): the
     project's sharded step (train.jit_steps) lowered for the config's global batch."""
     mesh = train_state.make_mesh(cfg)
     graphdef, abstract = train_state.abstract_state(cfg, shape)
     shardings = train_state.state_shardings(abstract, mesh)
     with jax.set_mesh(mesh):
-        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh)
+        step, _ = train.jit_steps(cfg, graphdef, shardings, mesh, max_group=max_group)
         t0 = time.perf_counter()
         compiled = step.lower(train_state.restore_target(abstract, shardings),
                               train.batch_spec(cfg.batch_size, shape,
@@ -105,7 +105,8 @@ def compile_train_step(cfg, shape: dict) -> tuple:
 def bench_train(cfg, shape: dict, batch_np: dict, refs: data_lib.References, min_s: float,
                 peak: float, profile_steps: int = 0) -> dict:
     """The project's compiled sharded train step (train.jit_steps): rate, FLOPs, memory."""
-    mesh, _, shardings, compiled, compile_s = compile_train_step(cfg, shape)
+    mesh, _, shardings, compiled, compile_s = compile_train_step(
+        cfg, shape, masking.largest_group(refs.groups_j))
     state = train_state.init_state(cfg, shape, shardings, refs)
     data_sh = train_state.batch_sharding(mesh)
     with jax.set_mesh(mesh):

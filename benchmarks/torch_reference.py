@@ -4,7 +4,8 @@ Same widths, depths, heads, MLP ratio, pre-LN blocks with fused QKV and
 `F.scaled_dot_product_attention`, the encoder on the visible tokens gathered into the same
 slot counts (padding slots masked out of attention), the same decoder over all N tokens, tanh
 GELU and LayerNorm eps 1e-6 like flax. Training: the same random/joint mask mixture, masked
-MSE, global-norm clipping and AdamW. Scoring: all J occlusion masks of B strides, the better
+MSE over the rows the loss reads (the decoder's last block computes only those, as in JAX),
+global-norm clipping and AdamW. Scoring: all J occlusion masks of B strides, the better
 of one call and chunks of one stride's J masks (the JAX rows+chunk program's chunking).
 """
 
@@ -29,13 +30,17 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(width, mlp_ratio * width)
         self.fc2 = nn.Linear(mlp_ratio * width, width)
 
-    def forward(self, x_bnd: torch.Tensor, key_mask_b11k: torch.Tensor | None = None):
-        """Attention (keys where key_mask is False ignored) and the MLP."""
+    def forward(self, x_bnd: torch.Tensor, key_mask_b11k: torch.Tensor | None = None,
+                query_bq: torch.Tensor | None = None):
+        """Attention (keys where key_mask is False ignored) and the MLP; rows query_bq only."""
         b, n, d = x_bnd.shape
         qkv = self.qkv(self.ln1(x_bnd)).view(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        if query_bq is not None:  # like the JAX Block: queries of the rows read, keys of all
+            q = q.gather(2, query_bq[:, None, :, None].expand(-1, q.shape[1], -1, q.shape[3]))
+            x_bnd = x_bnd.gather(1, query_bq[..., None].expand(-1, -1, d))
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask_b11k)
-        x_bnd = x_bnd + self.out(att.transpose(1, 2).reshape(b, n, d))
+        x_bnd = x_bnd + self.out(att.transpose(1, 2).reshape(x_bnd.shape))
         return x_bnd + self.fc2(F.gelu(self.fc1(self.ln2(x_bnd)), approximate="tanh"))
 
 
@@ -64,8 +69,9 @@ class TorchMAE(nn.Module):
         """Joint + time embedding per token [N, D], joint-major."""
         return (joint_emb[:, None] + time_emb[None]).reshape(-1, joint_emb.shape[-1])
 
-    def forward(self, tokens_bnd, visible_bn, num_keep: int):
-        """Predicts all tokens [B, N, D] from the visible ones (at most num_keep per row)."""
+    def forward(self, tokens_bnd, visible_bn, num_keep: int, query_bq=None):
+        """Predicts all tokens [B, N, D] (or rows query_bq, decoded by the last block only)
+        from the visible ones (at most num_keep per row)."""
         b, n, d_in = tokens_bnd.shape
         order = torch.argsort((~visible_bn).to(torch.int8), dim=-1, stable=True)
         restore = torch.argsort(order, dim=-1, stable=True)
@@ -83,8 +89,8 @@ class TorchMAE(nn.Module):
         y = torch.cat([y, self.mask_token.expand(b, n - num_keep, dw)], dim=1)
         y = y.gather(1, restore[..., None].expand(-1, -1, dw))
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb)
-        for blk in self.decoder:
-            y = blk(y)
+        for i, blk in enumerate(self.decoder):
+            y = blk(y, None, query_bq if i == len(self.decoder) - 1 else None)
         return self.head(self.dec_norm(y))
 
 
@@ -134,14 +140,19 @@ def make_train_step(model: TorchMAE, cfg, j: int):
     def step(tokens_bnd):
         b = tokens_bnd.shape[0]
         n_joint = round(b * cfg.mask.joint_fraction)
-        groups = ((tokens_bnd[:b - n_joint], random_visible(b - n_joint, n, keep_r, gen), keep_r),
+        groups = ((tokens_bnd[:b - n_joint], random_visible(b - n_joint, n, keep_r, gen), keep_r,
+                   n - keep_r),
                   (tokens_bnd[b - n_joint:], joint_visible(n_joint, j, p,
-                                                           cfg.mask.max_hidden_joints, gen), n - p))
+                                                           cfg.mask.max_hidden_joints, gen), n - p,
+                   p * min(j, cfg.mask.max_hidden_joints)))
         total, count = 0.0, 0.0
-        for tok, vis, keep in groups:
+        for tok, vis, keep, n_query in groups:  # the loss's rows, hidden first, like JAX's
             if len(tok):
-                err = (model(tok, vis, keep) - tok).square().mean(-1)
-                total, count = total + (err * ~vis).sum(), count + (~vis).sum()
+                rows = torch.argsort(vis.to(torch.int8), dim=-1, stable=True)[:, :n_query]
+                hid = ~vis.gather(1, rows)
+                target = tok.gather(1, rows[..., None].expand(-1, -1, tok.shape[-1]))
+                err = (model(tok, vis, keep, rows) - target).square().mean(-1)
+                total, count = total + (err * hid).sum(), count + hid.sum()
         loss = total / count
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def patchify(x_btjc: jax.Array, patch: int) -> jax.Array:
@@ -96,6 +97,11 @@ def same_group(group_j: jax.Array | None, num_joints: int) -> jax.Array:
     if group_j is None:
         return jnp.eye(num_joints, dtype=bool)
     return group_j[:, None] == group_j[None, :]
+
+
+def largest_group(group_j) -> int:
+    """Joints in the largest occlusion group (host-side, from concrete group ids [J])."""
+    return int(np.unique(np.asarray(group_j), return_counts=True)[1].max())
 
 
 def with_groups(hidden_bj: jax.Array, group_j: jax.Array | None) -> jax.Array:

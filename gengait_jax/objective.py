@@ -82,18 +82,42 @@ def joint_visible(keys: jax.Array, valid_bn: jax.Array, cfg: ml_collections.Conf
     return jax.vmap(fn)(keys, valid_bn)
 
 
-def _group_sums(model, tokens, valid, visible, num_keep, row_w):
-    """Reconstruction sums of one group (row_w [B] zeroes padded rows)."""
-    pred = model(tokens, visible, num_keep)
-    return masked_sq_err(pred, tokens, valid & ~visible & row_w[:, None])
+def random_query_rows(cfg: ml_collections.ConfigDict, model: GenGaitMAE, n: int) -> int:
+    """Most hidden valid tokens a random-token mask leaves: N - K, or one whole time block
+    (when fewer than K tokens lie outside the block, all of them are visible)."""
+    block = model.num_joints * cfg.mask.max_block if cfg.mask.time_block_prob > 0 else 0
+    return min(n, max(n - num_keep_for(cfg, n), block))
+
+
+def joint_query_rows(cfg: ml_collections.ConfigDict, model: GenGaitMAE, max_group: int) -> int:
+    """Most hidden tokens of a whole-joint mask: max_hidden_joints occlusion groups of at
+    most max_group joints, every patch of each."""
+    return model.num_patches * min(model.num_joints, cfg.mask.max_hidden_joints * max_group)
+
+
+def _group_sums(model, tokens, valid, visible, num_keep, row_w, num_query=None):
+    """Reconstruction sums of one group (row_w [B] zeroes padded rows).
+
+    With num_query (at least the group's most hidden valid tokens per row), the decoder's last
+    block and head compute only those rows, the hidden valid ones first: the same sums."""
+    weight = valid & ~visible & row_w[:, None]
+    if num_query is None or num_query >= tokens.shape[1]:
+        return masked_sq_err(model(tokens, visible, num_keep), tokens, weight)
+    rows = jnp.argsort(~weight, axis=-1, stable=True)[:, :num_query]
+    pred = model(tokens, visible, num_keep, rows)
+    return masked_sq_err(pred, jnp.take_along_axis(tokens, rows[..., None], axis=1),
+                         jnp.take_along_axis(weight, rows, axis=1))
 
 
 def mixture_loss(model: GenGaitMAE, batch: dict, key: jax.Array,
                  cfg: ml_collections.ConfigDict,
-                 mirror_perm: tuple[int, ...] | None = None) -> tuple[jax.Array, dict]:
+                 mirror_perm: tuple[int, ...] | None = None,
+                 max_group: int | None = None) -> tuple[jax.Array, dict]:
     """Mean MSE over hidden, valid tokens of both groups (normalized units) and stats.
 
-    With `cfg.augment` on, the batch is augmented first (`augment.augment`)."""
+    With `cfg.augment` on, the batch is augmented first (`augment.augment`). The decoder
+    computes only the rows the loss reads; `max_group` (the largest occlusion group, default
+    every joint) bounds them in the joint group."""
     if augment.enabled(cfg):
         key, k_aug = jax.random.split(key)
         batch = augment.augment(batch, k_aug, cfg, mirror_perm)
@@ -111,12 +135,13 @@ def mixture_loss(model: GenGaitMAE, batch: dict, key: jax.Array,
     if tok_r.shape[0]:
         vis = random_visible(key_r, val_r, cfg, model, num_keep_for(cfg, n))
         s, c = _group_sums(model, tok_r, val_r, vis, num_keep_for(cfg, n),
-                           jnp.ones(tok_r.shape[0], bool))
+                           jnp.ones(tok_r.shape[0], bool), random_query_rows(cfg, model, n))
         total, count = total + s, count + c
     if tok_j.shape[0]:
         vis = joint_visible(key_j, val_j, cfg, model)
         s, c = _group_sums(model, tok_j, val_j, vis, n - model.num_patches,
-                           jnp.ones(tok_j.shape[0], bool))
+                           jnp.ones(tok_j.shape[0], bool),
+                           joint_query_rows(cfg, model, max_group or model.num_joints))
         total, count = total + s, count + c
     return total / jnp.maximum(count, 1.0), {"hidden_tokens": count}
 

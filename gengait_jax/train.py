@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from gengait_jax import augment, calibrate, checkpointing, data as data_lib, input_pipeline
-from gengait_jax import objective, train_state
+from gengait_jax import masking, objective, train_state
 from gengait_jax.train_log import MetricsWriter, log_compiled
 from gengait_jax.workdir import Workdir
 
@@ -100,10 +100,12 @@ def _flops(compiled) -> float:
     return float((cost or {}).get("flops", 0.0))
 
 
-def jit_steps(cfg, graphdef, shardings, mesh, joint_names: Sequence[str] = ()):
+def jit_steps(cfg, graphdef, shardings, mesh, joint_names: Sequence[str] = (),
+              max_group: int | None = None):
     """The train and eval steps, jitted with explicit in/out shardings (state donated).
 
-    `joint_names` give the left/right pairs that the mirror augmentation swaps."""
+    `joint_names` give the left/right pairs that the mirror augmentation swaps; `max_group`,
+    the largest occlusion group, bounds the rows the loss reads (objective.mixture_loss)."""
     mirror_perm = augment.mirror_permutation(joint_names) if joint_names else None
     repl, data_sh = NamedSharding(mesh, P()), train_state.batch_sharding(mesh)
 
@@ -113,7 +115,7 @@ def jit_steps(cfg, graphdef, shardings, mesh, joint_names: Sequence[str] = ()):
         key = jax.random.fold_in(rng, ts.opt.step[...])
         lr = train_state.lr_schedule(cfg)(ts.opt.step[...])
         grad_fn = nnx.value_and_grad(lambda m: objective.mixture_loss(m, batch, key, cfg,
-                                                                     mirror_perm),
+                                                                     mirror_perm, max_group),
                                      has_aux=True)
         (loss, aux), grads = grad_fn(ts.model)
         ts.opt.update(ts.model, grads)
@@ -142,9 +144,9 @@ def batch_spec(batch_size: int, shape: dict, sharding, with_mask: bool = False) 
 
 
 def compile_steps(cfg, graphdef, abstract, shardings, mesh, shape: dict,
-                  joint_names: Sequence[str] = ()):
+                  joint_names: Sequence[str] = (), max_group: int | None = None):
     """Lowers and compiles both steps once, logs their memory and FLOPs."""
-    train, evals = jit_steps(cfg, graphdef, shardings, mesh, joint_names)
+    train, evals = jit_steps(cfg, graphdef, shardings, mesh, joint_names, max_group)
     state_in = train_state.restore_target(abstract, shardings)
     key = jax.eval_shape(lambda: jax.random.key(0))
     key_in = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=NamedSharding(mesh, P()))
@@ -296,7 +298,8 @@ def _setup(cfg, workdir: Workdir, data: TrainData):
         state = train_state.init_state(cfg, shape, shardings, data.refs)
     with jax.set_mesh(mesh):
         train_c, eval_c, flops = compile_steps(cfg, graphdef, abstract, shardings, mesh, shape,
-                                                  data.train.joint_names)
+                                               data.train.joint_names,
+                                               masking.largest_group(data.refs.groups_j))
     n_params = sum(x.size for x in jax.tree.leaves(nnx.filter_state(abstract["model"], nnx.Param)))
     logging.info("model %s: %d params; %d training strides of %d subjects; mesh %s; global "
                  "batch %d; steps %d..%d", meta["model_id"], n_params, len(data.train),

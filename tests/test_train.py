@@ -158,6 +158,37 @@ def test_encoder_input_is_the_visible_tokens(monkeypatch):
     assert ((hidden_j >= 1) & (hidden_j <= cfg.mask.max_hidden_joints)).all()
 
 
+@pytest.mark.parametrize("block_prob,ratio", [(0.0, 0.75), (1.0, 0.75), (1.0, 0.1)])
+def test_decoding_only_the_loss_rows_gives_the_full_loss(monkeypatch, block_prob, ratio):
+    cfg, model, batch = _model_and_batch(16)
+    cfg.mask.update(time_block_prob=block_prob, ratio=ratio, max_block=6)
+    model.set_groups(np.arange(J) // 2)  # pairs of joints are one signal: 3 groups = 6 joints
+    batch["valid"][::3, 20:] = False  # mostly invalid strides: fewer valid tokens than K
+    batch["angles"] = np.where(batch["valid"][..., None], batch["angles"], np.nan)
+    queries = []
+    decode = model_lib.GenGaitMAE.decode
+
+    def spy(self, latents, keep_valid, restore, query_idx=None):
+        queries.append(None if query_idx is None else query_idx.shape[1])
+        return decode(self, latents, keep_valid, restore, query_idx)
+
+    monkeypatch.setattr(model_lib.GenGaitMAE, "decode", spy)
+    grad_fn = lambda: nnx.jit(nnx.value_and_grad(lambda m: objective.mixture_loss(
+        m, batch, jax.random.key(4), cfg, max_group=2), has_aux=True))(model)
+    (loss, aux), grads = grad_fn()
+    n = J * T // cfg.model.patch
+    want = [min(n, max(n - model_lib.num_keep_for(cfg, n), 6 * J)), 3 * 2 * T // 4]
+    assert queries == want and max(want) < n  # both groups decode fewer rows than N
+    for name in ("random_query_rows", "joint_query_rows"):  # every row: the full decode
+        monkeypatch.setattr(objective, name, lambda *a: n)
+    (loss_full, aux_full), grads_full = grad_fn()
+    assert queries[2:] == [None, None]
+    assert float(aux["hidden_tokens"]) == float(aux_full["hidden_tokens"]) > 0
+    np.testing.assert_allclose(float(loss), float(loss_full), rtol=1e-6)
+    for g, g_full in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_full)):
+        np.testing.assert_allclose(g, g_full, rtol=1e-4, atol=1e-7)
+
+
 def test_invalid_tokens_never_reach_the_loss():
     cfg, model, batch = _model_and_batch()
     invalid = ~batch["valid"]
