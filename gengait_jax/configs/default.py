@@ -109,10 +109,11 @@ def demo() -> ml_collections.ConfigDict:
     5-frame tokens, augmented; the default 128-wide 4+2-layer model ran 1.6 s/step here. Every
     joint in its own gait cycle, the linear body prior and random joint offsets: the three
     choices that made out-of-fold reconstruction of unseen people beat the population mean.
+    Two heads of 32: the train step 1.28x faster than four of 16, same validation detection.
     """
     c = _augmented(_base())
-    c.model.update(patch=5, width=64, depth=2, heads=4, mlp_ratio=2, dec_width=64,
-                   dec_depth=1, dec_heads=4, layout="own_phase", linear_prior=True)
+    c.model.update(patch=5, width=64, depth=2, heads=2, mlp_ratio=2, dec_width=64,
+                   dec_depth=1, dec_heads=2, layout="own_phase", linear_prior=True)
     c.augment.offset_sd = 0.5
     c.batch_size = 32
     c.eval_batch_size = 32
