@@ -397,14 +397,18 @@ def _arrays(entry: dict) -> dict[str, np.ndarray]:
             if k in entry}
 
 
+def above(joint_z: np.ndarray, level) -> np.ndarray:
+    """joint_z > level (a scalar or per-joint levels); a joint not scored (NaN) never is."""
+    return np.nan_to_num(joint_z, nan=-np.inf) > level
+
+
 def flags_of(joint_z: np.ndarray, entry: dict) -> np.ndarray:
     """Flags [..., J]: a joint above the family-wise threshold; with per-joint thresholds (a
     two-stage rule), every joint above its own once any joint is above the family-wise one."""
-    z = np.nan_to_num(joint_z, nan=-np.inf)
-    gate = z > entry["threshold"]
+    gate = above(joint_z, entry["threshold"])
     if entry.get("joint_threshold") is None:
         return gate
-    own = z > joint_thresholds(entry)
+    own = above(joint_z, joint_thresholds(entry))
     return gate | (own & gate.any(axis=-1, keepdims=True))
 
 

@@ -134,15 +134,14 @@ class GenGait:
         the family-wise flagged joints withheld from the body context (`calibration.confirm`):
         an abnormal joint in the context leaks into its neighbours' reconstructions."""
         d = calibration.decide(residual_ntjc, strides.side, self.calibration, strides.x)
-        primary = np.nan_to_num(d["z"], nan=-np.inf) > d["threshold"]
+        primary = calibration.above(d["z"], d["threshold"])
         secondary = d["flagged"] & ~primary
         flagged = d["flagged"]
         if secondary.any() and self.cfg.get("calibration", {}).get("confirm", True):
             hide = masking_groups(primary, self.model)
             again = self.pass1(strides.replace(valid=strides.valid & ~hide))
             d2 = calibration.decide(again.residual, strides.side, self.calibration, strides.x)
-            flagged = primary | (secondary & (np.nan_to_num(d2["z"], nan=-np.inf)
-                                              > d2["joint_threshold"]))
+            flagged = primary | (secondary & calibration.above(d2["z"], d2["joint_threshold"]))
         return Decision(d["z"], flagged, d["threshold"], d["k"], d["map"], d["offset_z"],
                         d["shape_z"], d["asym_z"], d["joint_threshold"])
 

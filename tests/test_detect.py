@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gait_synth as g
-from gengait_jax import inputs
+from gengait_jax import calibration, inputs
 from gengait_jax.gengait import GenGait
 from tfds_gait.errors import GaitDataError
 
@@ -157,7 +157,6 @@ def test_a_two_stage_flag_must_survive_pass1_without_the_primary_joints(workdir)
     """A joint flagged only by its own threshold is kept when pass 1 with the family-wise
     flagged joint withheld still sees it (its deviation is in the data) and dropped when it
     does not (the deviation was only in the first residuals: a leak of the primary joint)."""
-    from gengait_jax import calibration
     gg = GenGait.from_workdir(workdir)
     gg.calibration = g.calibration_of(joint_alpha=0.05)
     d = g.strides(3, 91)
