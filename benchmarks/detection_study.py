@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-from gengait_jax import baselines, calibrate, calibration, data, metrics
+from gengait_jax import baselines, calibrate, calibration, data, evaluation, metrics
 from gengait_jax.gengait import GenGait
 from gengait_jax.workdir import Workdir
 from tfds_gait import abnormalities
@@ -144,15 +144,17 @@ def _trial_ids(st: dict) -> np.ndarray:
 
 
 def twin_study(st: dict, models: dict[int, GenGait], withhold: str, margin: float,
-               dilate: int) -> dict:
+               dilate: int, contralateral: bool = True) -> dict:
     """Per severity: the twin's RMS deviation (deg) from the clean stride on the affected
     channels, before / own flags / true joints, the population mean on the same joints, and
-    the RMS change of the joints the trial did not flag."""
+    the RMS change of the joints the trial did not flag; the band's (+/- 2 SD) coverage of the
+    clean stride where the true joints are withheld."""
     trial = _trial_ids(st)
     rows = {key: [] for key in ("before", "after", "oracle", "pop", "pop_oracle", "unflagged",
-                                "severity")}
+                                "coverage", "severity")}
     for k, gg in models.items():
-        gg.cfg.twin.update(withhold=withhold, phase_margin=margin, dilate=dilate)
+        gg.cfg.twin.update(withhold=withhold, phase_margin=margin, dilate=dilate,
+                           contralateral=contralateral)
         other = (st["fold"] != k) & (st["kind"] == "clean")
         ref = baselines.fit_reference(st["clean"][other], sides=st["side"][other])
         sel = np.flatnonzero((st["fold"] == k) & (st["kind"] != "clean"))
@@ -170,8 +172,11 @@ def twin_study(st: dict, models: dict[int, GenGait], withhold: str, margin: floa
             f = np.zeros((len(sel), len(gg.joint_names)), bool)
             for m, flags, wm in parts:
                 w[m], f[m] = wm, flags
-            tw = gg.twin(strides, w, num_samples=0).twin_ntjc
-            truth = st["truth"][sel]
+            full = gg.twin(strides, w, num_samples=None if name == "oracle" else 0)
+            tw, truth = full.twin_ntjc, st["truth"][sel]
+            if name == "oracle":
+                rows["coverage"].append(evaluation.band_coverage(
+                    st["clean"][sel], tw, full.sd_ntjc, full.replaced_ntj, truth))
             rows[name].append(metrics.rms_deviation(tw, st["clean"][sel], truth))
             pop = baselines.population_mean_correction(ref, st["x"][sel], f, st["side"][sel])
             rows["pop" if name == "after" else "pop_oracle"].append(
@@ -226,6 +231,8 @@ def main(argv: list[str]) -> None:
                    help="two-stage flags: per-joint thresholds at this level behind the "
                         "family-wise gate (0: off)")
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
+    p.add_argument("--contralateral", action=argparse.BooleanOptionalAction, default=True,
+                   help="the twin blends the other side's curve where it is observed")
     p.add_argument("--confirm", action=argparse.BooleanOptionalAction, default=True,
                    help="two-stage flags confirmed with the primary joints withheld")
     p.add_argument("--spread", action="store_true",
@@ -242,8 +249,9 @@ def main(argv: list[str]) -> None:
     if a.spread:
         res = {"spread": reference_spread(st)}
     elif a.twin:
-        res = {"twin": twin_study(st, models, a.twin, a.margin, a.dilate),
-               "withhold": a.twin, "margin": a.margin, "dilate": a.dilate}
+        res = {"twin": twin_study(st, models, a.twin, a.margin, a.dilate, a.contralateral),
+               "withhold": a.twin, "margin": a.margin, "dilate": a.dilate,
+               "contralateral": a.contralateral}
     else:
         res = localize(st, cals, models)
     print(json.dumps({"window": a.window, "alpha": a.alpha, "channels": a.channels,

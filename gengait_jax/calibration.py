@@ -330,6 +330,38 @@ def reference_curves(x_ntjc, sides, min_strides: int = 5) -> dict:
     return out
 
 
+def _subject_mean(v_ntjc: np.ndarray, subjects: np.ndarray) -> np.ndarray:
+    """Mean over strides [T, J, C], every subject weighing the same (NaN-aware)."""
+    with _quiet():
+        return np.nanmean(np.stack([np.nanmean(v_ntjc[subjects == s], axis=0)
+                                    for s in np.unique(subjects)]), axis=0)
+
+
+def twin_fusion(e_own_ntjc: np.ndarray, x_own_ntjc: np.ndarray, pair: Sequence[int],
+                subjects: np.ndarray) -> dict[str, list] | None:
+    """Per own phase, joint and channel, the weight w of the body prior's reconstruction in the
+    twin of a withheld joint whose contralateral twin is observed: twin = w * recon + (1 - w)
+    * (other side + healthy mean asymmetry). w minimizes the healthy OOF error variance of the
+    blend, w = (Vc - C) / (Vm + Vc - 2 C), from the pass-1 residuals e (the reconstruction's
+    error, Vm = E e^2), the asymmetry's deviation d = (x_j - x_pj) - mean (Vc = E d^2) and
+    C = E e d; `sd` = the blend's error SD (the band). None without paired joints."""
+    pair = np.asarray(pair, int)
+    if pair.max(initial=-1) < 0:
+        return None
+    a = asymmetry_curves(x_own_ntjc, e_own_ntjc, pair)
+    mu = _subject_mean(a, subjects)
+    d = a - mu
+    e = np.where(np.isfinite(d), e_own_ntjc, np.nan)
+    vm, vc, c = (_smooth_cycle(_subject_mean(v, subjects), SD_SMOOTH)
+                 for v in (e ** 2, d ** 2, e * d))
+    with _quiet():
+        w = np.clip((vc - c) / (vm + vc - 2.0 * c), 0.0, 1.0)
+    w = np.where(np.isfinite(w), w, 1.0)
+    var = w ** 2 * vm + (1.0 - w) ** 2 * vc + 2.0 * w * (1.0 - w) * c
+    return {"weight": np.round(w, 3).tolist(), "mean_asym": np.round(np.nan_to_num(mu), 3).tolist(),
+            "sd": np.round(np.sqrt(np.nan_to_num(var)), 3).tolist()}
+
+
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
         offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
@@ -377,6 +409,8 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         cal["residual_sd"] = np.round(np.sqrt(np.nanmean(e ** 2, axis=0)), 3).tolist()
     if x_ntjc is not None:
         cal["reference"] = reference_curves(x_ntjc, sides)
+        cal["twin_fusion"] = twin_fusion(e, data.to_own_phase(x_ntjc, sides, joint_names),
+                                         rule["pair"], subjects)
     clean = json.loads(json.dumps(cal, default=float))
     cal["id"] = "cal-" + hashlib.sha1(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:10]
     return cal

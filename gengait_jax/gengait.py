@@ -174,20 +174,24 @@ class GenGait:
 
     def twin(self, strides: data.Strides, withheld_npj: np.ndarray, *,
              keep_observed: bool = True, num_samples: int | None = None) -> twin_lib.Twin:
-        """The normative twin with the `withheld` tokens hidden, and its band."""
-        sd = None
-        if self.calibration is not None and self.calibration.get("residual_sd") is not None:
-            own = np.repeat(np.asarray(self.calibration["residual_sd"], float)[None],
-                            len(strides), 0)
-            sd = own if self.own_phase else data.to_own_phase(own, strides.side,
-                                                              self.joint_names, inverse=True)
+        """The normative twin with the `withheld` tokens hidden, and its band; with a
+        calibration, its healthy prior (`twin_lib.with_healthy_prior`, in each joint's own
+        cycle: the contralateral blend unless `twin.contralateral` is False)."""
         n = self._twin_cfg.num_samples if num_samples is None else num_samples
         m = self._to_model(strides)
         tw = twin_lib.normative_twin(self.model, m.x, m.valid, withheld_npj,
-                                     num_samples=int(n), keep_observed=keep_observed,
-                                     residual_sd_ntjc=sd)
-        return twin_lib.Twin(*(self._from_model(a, strides) for a in (
-            tw.twin_ntjc, tw.recon_ntjc, tw.sd_ntjc, tw.replaced_ntj)))
+                                     num_samples=int(n), keep_observed=keep_observed)
+        if self.calibration is None:
+            return _map_twin(lambda a: self._from_model(a, strides), tw)
+        own = lambda a: a if self.own_phase else data.to_own_phase(a, strides.side,
+                                                                   self.joint_names)
+        fusion = self.calibration.get("twin_fusion") \
+            if self._twin_cfg.get("contralateral", True) else None
+        tw = twin_lib.with_healthy_prior(_map_twin(own, tw), own(m.x),
+                                         self.calibration.get("residual_sd"), fusion,
+                                         joints_lib.contralateral(self.joint_names))
+        return _map_twin(lambda a: data.to_own_phase(a, strides.side, self.joint_names,
+                                                     inverse=True), tw)
 
     # ------------------------------------------------------------------ detect
     def detect(self, source: str | data.Strides, *, keep_observed: bool = True,
@@ -216,6 +220,11 @@ def _check_calibrates(cal: dict | None, meta: dict, path) -> None:
     if cal is not None and cal.get("model_id") != meta.get("model_id"):
         raise GaitDataError(path, f"calibrates model {cal.get('model_id')}, not "
                                   f"{meta.get('model_id')}: recalibrate (--calibrate)")
+
+
+def _map_twin(f, tw: twin_lib.Twin) -> twin_lib.Twin:
+    """`f` applied to every array of a twin."""
+    return twin_lib.Twin(*(f(getattr(tw, fl.name)) for fl in dataclasses.fields(tw)))
 
 
 def masking_groups(flagged_j, model) -> np.ndarray:

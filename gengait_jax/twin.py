@@ -108,11 +108,9 @@ def frames_withheld(withheld_npj: np.ndarray, patch: int) -> np.ndarray:
 
 def normative_twin(model: GenGaitMAE, x_ntjc, valid_ntj, withheld_npj, *,
                    num_samples: int = NUM_SAMPLES, keep_observed: bool = True,
-                   residual_sd_ntjc=None, seed: int = 0) -> Twin:
-    """Pass 2 for N strides (withheld_npj [N, P, J] bool), padded to a bucket like pass 1.
-
-    `residual_sd_ntjc` (the calibration's healthy residual SD, in each stride's layout) is
-    added in quadrature to the sample SD, so the band also holds what the body cannot tell."""
+                   seed: int = 0) -> Twin:
+    """Pass 2 for N strides (withheld_npj [N, P, J] bool), padded to a bucket like pass 1; the
+    band's SD is the samples' (`with_healthy_prior` adds what the body cannot tell)."""
     x, valid = scoring.prepare(x_ntjc, valid_ntj)
     withheld = np.asarray(withheld_npj, bool)
     tokens = token_withheld(withheld)
@@ -133,8 +131,34 @@ def normative_twin(model: GenGaitMAE, x_ntjc, valid_ntj, withheld_npj, *,
     frames = frames_withheld(withheld, model.patch)
     keep = valid & ~frames if keep_observed else np.zeros_like(valid)
     twin = np.where(keep[..., None], x, out["recon_ntjc"])
-    sd = out["sd_ntjc"]
-    if residual_sd_ntjc is not None:
-        sd = np.sqrt(sd ** 2 + np.nan_to_num(np.asarray(residual_sd_ntjc, float)) ** 2)
-    sd = np.where(keep[..., None], 0.0, sd)
+    sd = np.where(keep[..., None], 0.0, out["sd_ntjc"])
     return Twin(twin, out["recon_ntjc"], sd, ~keep)
+
+
+def with_healthy_prior(tw: Twin, x_ntjc: np.ndarray, healthy_sd_tjc, fusion: dict | None,
+                       pair) -> Twin:
+    """The twin (all arrays in each joint's OWN cycle) with the calibration's healthy prior:
+    where a withheld joint's contralateral twin is observed, the blend w * reconstruction +
+    (1 - w) * (other side + healthy mean asymmetry) (`fusion`: calibration.twin_fusion; the
+    person's other side says what the body prior cannot), and the band's SD = the samples' SD
+    (times w) and the healthy error SD of what replaced the joint (the residual's `healthy_sd`,
+    or the blend's), in quadrature."""
+    twin, sd_s = tw.twin_ntjc.copy(), tw.sd_ntjc
+    weight = np.ones(twin.shape)
+    healthy = np.broadcast_to(np.nan_to_num(np.asarray(healthy_sd_tjc, float)), twin.shape) \
+        if healthy_sd_tjc is not None else np.zeros(twin.shape)
+    healthy = healthy.copy()
+    if fusion is not None:
+        w, mu, sd_f = (np.asarray(fusion[k], float) for k in ("weight", "mean_asym", "sd"))
+        for j, pj in enumerate(pair):
+            if pj < 0:
+                continue
+            ok = (tw.replaced_ntj[:, :, j] & ~tw.replaced_ntj[:, :, pj]
+                  & np.isfinite(x_ntjc[:, :, pj]).all(-1))[..., None]
+            est = x_ntjc[:, :, pj] + mu[:, j]
+            twin[:, :, j] = np.where(ok, w[:, j] * twin[:, :, j] + (1 - w[:, j]) * est,
+                                     twin[:, :, j])
+            weight[:, :, j] = np.where(ok, w[:, j], 1.0)
+            healthy[:, :, j] = np.where(ok, sd_f[:, j], healthy[:, :, j])
+    sd = np.where(tw.replaced_ntj[..., None], np.sqrt((weight * sd_s) ** 2 + healthy ** 2), 0.0)
+    return Twin(twin, tw.recon_ntjc, sd, tw.replaced_ntj)

@@ -225,6 +225,28 @@ def test_calibration_json_is_strict_and_records_what_it_rests_on(tmp_path):
         calibration.fit(res[:10], side[:10], subj[:10], NAMES)
 
 
+def test_twin_fusion_weighs_reconstruction_and_other_side_by_their_healthy_errors():
+    """Reconstruction errors e (SD 2) independent of the asymmetry's deviation d (SD 1): the
+    blend weight of the reconstruction is the variance-optimal 1 / (1 + 4) = 0.2, the blend's
+    error SD sqrt(4 * 1 / 5), the mean asymmetry recovered; a joint without a twin keeps w = 1."""
+    rng = np.random.default_rng(61)
+    names = NAMES + ["Trunk"]
+    n, t = 600, 100
+    subj = np.repeat([f"P{i}" for i in range(30)], n // 30)
+    e = rng.normal(0, 2.0, (n, t, 7, 3))
+    x = rng.normal(0, 5.0, (n, t, 7, 3))
+    knee, other = names.index("RKnee"), names.index("LKnee")
+    x[:, :, knee] = x[:, :, other] + 3.0 + rng.normal(0, 1.0, (n, t, 3))
+    fu = calibration.twin_fusion(e, x, calibration.flag_rule(names, 3)["pair"], subj)
+    w, mu, sd = (np.asarray(fu[k]) for k in ("weight", "mean_asym", "sd"))
+    np.testing.assert_allclose(w[:, knee], 0.2, atol=0.03)
+    np.testing.assert_allclose(sd[:, knee], np.sqrt(0.8), atol=0.08)
+    np.testing.assert_allclose(mu[:, knee], 3.0, atol=0.15)
+    np.testing.assert_allclose(mu[:, other], -3.0, atol=0.15)
+    assert (w[:, names.index("Trunk")] == 1.0).all()
+    assert calibration.twin_fusion(e[:, :, :1], x[:, :, :1], [-1], subj) is None
+
+
 def test_own_phase_roll_round_trips():
     res, side, _ = _null(2, 3, 8)
     own = data.to_own_phase(res, side, NAMES)

@@ -96,7 +96,8 @@ def test_phase_mode_withholds_only_the_abnormal_phase():
 
 def test_band_covers_held_out_healthy_curves():
     """Healthy held-out strides with one joint withheld: the clean curve lies inside the
-    twin +/- 2 SD band (the calibration's residual SD + the samples' SD) at >= 85 % of frames."""
+    twin +/- 2 SD band (the healthy error SD of the reconstruction or of its blend with the other
+    side, and the samples' SD) at >= 85 % of frames."""
     gg = _gg("joint")
     d = g.as_strides(g.strides(8, 34))
     inside = []
@@ -104,3 +105,34 @@ def test_band_covers_held_out_healthy_curves():
         tw = gg.twin(d, _joint(len(d), j))
         inside.append(np.abs(tw.twin_ntjc[:, :, j] - d.x[:, :, j]) <= 2 * tw.sd_ntjc[:, :, j])
     assert np.mean(inside) > 0.85, np.mean(inside)
+
+
+def test_healthy_prior_blends_the_observed_other_side_and_widens_the_band():
+    """Joint 0 withheld with its twin (joint 1) observed: w * recon + (1 - w) * (other side +
+    mean asymmetry), band sqrt((w sd_samples)^2 + blend sd^2); joint 2 withheld with its twin
+    (3) withheld too: the reconstruction, band sqrt(sd_samples^2 + residual sd^2); kept joints
+    unchanged with a zero band."""
+    rng = np.random.default_rng(3)
+    n, t, j, c = 2, 10, 5, 3
+    x = rng.normal(0, 5, (n, t, j, c))
+    recon = rng.normal(0, 5, (n, t, j, c))
+    replaced = np.zeros((n, t, j), bool)
+    replaced[:, :, [0, 2, 3]] = True
+    sd_s = np.where(replaced[..., None], 2.0, 0.0)
+    tw = twin.Twin(np.where(replaced[..., None], recon, x), recon, sd_s, replaced)
+    full = lambda v: np.full((t, j, c), v)
+    fusion = {"weight": full(0.25), "mean_asym": full(3.0), "sd": full(1.5)}
+    out = twin.with_healthy_prior(tw, x, full(4.0), fusion, [1, 0, 3, 2, -1])
+    np.testing.assert_allclose(out.twin_ntjc[:, :, 0],
+                               0.25 * recon[:, :, 0] + 0.75 * (x[:, :, 1] + 3.0))
+    np.testing.assert_allclose(out.sd_ntjc[:, :, 0], np.sqrt(0.5 ** 2 + 1.5 ** 2))
+    np.testing.assert_array_equal(out.twin_ntjc[:, :, 2:4], recon[:, :, 2:4])
+    np.testing.assert_allclose(out.sd_ntjc[:, :, 2:4], np.sqrt(2.0 ** 2 + 4.0 ** 2))
+    np.testing.assert_array_equal(out.twin_ntjc[:, :, [1, 4]], x[:, :, [1, 4]])
+    assert (out.sd_ntjc[:, :, [1, 4]] == 0).all()
+    plain = twin.with_healthy_prior(tw, x, full(4.0), None, [1, 0, 3, 2, -1])
+    np.testing.assert_array_equal(plain.twin_ntjc, tw.twin_ntjc)  # no fusion: no blend
+    x_gap = x.copy()
+    x_gap[0, 4, 1, 0] = np.nan  # the other side not observed there: the reconstruction
+    gap = twin.with_healthy_prior(tw, x_gap, full(4.0), fusion, [1, 0, 3, 2, -1])
+    np.testing.assert_array_equal(gap.twin_ntjc[0, 4, 0], recon[0, 4, 0])

@@ -62,7 +62,9 @@ def _base() -> ml_collections.ConfigDict:
                            # "phase": only its abnormal phases
         num_samples=8,     # random context maskings for the band
         phase_margin=1.0,  # "phase": withhold where the anomaly map > flag threshold - this
-        dilate=1))         # patches added on each side of an abnormal phase
+        dilate=1,          # patches added on each side of an abnormal phase
+        contralateral=True))  # a withheld joint with its other side observed: blend the
+                              # reconstruction with that side (calibration.twin_fusion)
     c.batch_size = 64       # global batch (all hosts together)
     c.eval_batch_size = 64  # validation batches (padded); a multiple of the data axis
     c.eval_occlusion = True  # also report pass-1 loss: each joint hidden in turn
