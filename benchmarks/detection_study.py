@@ -27,10 +27,12 @@ from gengait_jax.workdir import Workdir
 from tfds_gait import abnormalities
 
 STUDY = "study.npz"
+BAND_GROUPS = 3  # as the default config's twin.band_groups
 
 
 def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
-    """Perturbed out-of-fold strides with their fold model's pass-1 residuals (cached)."""
+    """Perturbed out-of-fold strides with their fold model's pass-1 residuals, and the clean
+    ones' reconstruction errors with BAND_GROUPS random occlusion groups withheld (cached)."""
     if wd.file(STUDY).exists():
         return wd.arrays(STUDY)
     strides = calibrate.normative_strides(wd)
@@ -49,8 +51,12 @@ def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
         st = data.from_arrays(x, held.valid[idx], side=held.side[idx],
                               subject=held.subject[idx], joint_names=held.joint_names)
         gg = GenGait.from_workdir(wd.fold(i), calibrated=False)
+        tw = gg.twin(held, calibrate._random_groups(gg, len(held), BAND_GROUPS, i),
+                     num_samples=0)
+        multi = np.where(tw.replaced_ntj[..., None], tw.recon_ntjc - held.x, np.nan)
         parts.append(dict(
             residual=gg.pass1(st).residual, x=x, clean=held.x[idx], fold=np.full(len(idx), i),
+            multi=np.concatenate([multi, np.full(sim["angles"].shape, np.nan)]),
             kind=np.concatenate([np.full(len(held), "clean"), sim["kind"].astype(str)]),
             severity=np.concatenate([np.zeros(len(held)), sim["severity"]]),
             truth=np.concatenate([np.zeros((len(held),) + held.x.shape[2:], bool),
@@ -71,7 +77,8 @@ def calibrations(st: dict, **kw) -> dict[int, dict]:
     for k in np.unique(st["fold"]):
         sel = clean & (st["fold"] != k)
         out[int(k)] = calibration.fit(st["residual"][sel], st["side"][sel], st["subject"][sel],
-                                      names, x_ntjc=st["x"][sel], **kw)
+                                      names, x_ntjc=st["x"][sel], multi_ntjc=st["multi"][sel],
+                                      multi_groups=BAND_GROUPS, **kw)
     return out
 
 

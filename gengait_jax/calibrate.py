@@ -22,12 +22,26 @@ def normative_strides(workdir: Workdir) -> data.Strides:
                            cfg.data.get("modality", "angles"))
 
 
-def oof_residuals(workdir: Workdir, strides: data.Strides, k: int) -> tuple[np.ndarray,
-                                                                            np.ndarray]:
+def _random_groups(gg: GenGait, n: int, count: int, seed: int) -> np.ndarray:
+    """[n, P, J] every token of `count` occlusion groups drawn at random per stride."""
+    g = np.asarray(gg.model.group_j[...])
+    groups = np.unique(g)
+    rng = np.random.default_rng(seed)
+    pick = np.stack([rng.choice(groups, min(count, len(groups)), replace=False)
+                     for _ in range(n)])
+    joints = (g[None, :, None] == pick[:, None, :]).any(-1)  # [n, J]
+    p = int(gg.meta["num_frames"]) // gg.model.patch
+    return np.broadcast_to(joints[:, None, :], (n, p, len(g))).copy()
+
+
+def oof_residuals(workdir: Workdir, strides: data.Strides, k: int, multi_groups: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Pass-1 residuals [N, T, J, C] of every stride by the fold model that did not train on
-    its subject, and the folds [N]."""
+    its subject, the folds [N], and (`multi_groups` > 1) the same model's reconstruction
+    errors with that many random occlusion groups withheld at once (NaN elsewhere)."""
     fold = data.folds(strides, k)
     residual = np.full(strides.x.shape, np.nan, np.float32)
+    multi = np.full(strides.x.shape, np.nan, np.float32) if multi_groups > 1 else None
     for i in range(k):
         fw = workdir.fold(i)
         if not fw.has_checkpoint():
@@ -39,10 +53,15 @@ def oof_residuals(workdir: Workdir, strides: data.Strides, k: int) -> tuple[np.n
         if trained_on & set(strides.subject[held].tolist()):
             raise GaitDataError(fw.path, "fold model trained on subjects it should score: the "
                                          "folds do not match the workdir's data")
-        residual[held] = gg.pass1(strides.take(held)).residual
+        sub = strides.take(held)
+        residual[held] = gg.pass1(sub).residual
+        if multi is not None:
+            tw = gg.twin(sub, _random_groups(gg, len(sub), multi_groups, i), num_samples=0)
+            multi[held] = np.where(tw.replaced_ntj[..., None] & sub.valid[..., None],
+                                   tw.recon_ntjc - sub.x, np.nan)
         logging.vlog(1, "calibration: fold %d/%d scored %d strides of %d subjects", i + 1, k,
                      int(held.sum()), len(set(strides.subject[held].tolist())))
-    return residual, fold
+    return residual, fold, multi
 
 
 def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = None,
@@ -54,7 +73,8 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
     cfg, meta = wd.config(), wd.meta()
     strides = normative_strides(wd) if strides is None else strides
     k = int(cfg.calibration.folds)
-    residual, fold = oof_residuals(wd, strides, k)
+    groups = int(cfg.twin.get("band_groups", 0))
+    residual, fold, multi = oof_residuals(wd, strides, k, groups)
     cal = calibration.fit(
         residual, strides.side, strides.subject, strides.joint_names, cohorts=strides.cohort,
         alpha=float(cfg.calibration.alpha if alpha is None else alpha),
@@ -62,7 +82,7 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         offsets=bool(cfg.calibration.get("offsets", False)),
         asymmetry=bool(cfg.calibration.get("asymmetry", False)),
         joint_alpha=cfg.calibration.get("joint_alpha") or None, model_id=meta.get("model_id"),
-        x_ntjc=strides.x,
+        x_ntjc=strides.x, multi_ntjc=multi, multi_groups=groups,
         folds={"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
                                                              fold.tolist())}})
     wd.write_arrays(OOF, residual=residual, fold=fold, x=strides.x, side=strides.side.astype(str),

@@ -339,12 +339,11 @@ def _subject_mean(v_ntjc: np.ndarray, subjects: np.ndarray) -> np.ndarray:
 
 def twin_fusion(e_own_ntjc: np.ndarray, x_own_ntjc: np.ndarray, pair: Sequence[int],
                 subjects: np.ndarray) -> dict[str, list] | None:
-    """Per own phase, joint and channel, the weight w of the body prior's reconstruction in the
-    twin of a withheld joint whose contralateral twin is observed: twin = w * recon + (1 - w)
-    * (other side + healthy mean asymmetry). w minimizes the healthy OOF error variance of the
-    blend, w = (Vc - C) / (Vm + Vc - 2 C), from the pass-1 residuals e (the reconstruction's
-    error, Vm = E e^2), the asymmetry's deviation d = (x_j - x_pj) - mean (Vc = E d^2) and
-    C = E e d; `sd` = the blend's error SD (the band). None without paired joints."""
+    """The healthy second moments behind the twin's blend of a withheld joint's reconstruction
+    with its observed contralateral twin, per own phase, joint and channel: `vm` = E e^2 of the
+    pass-1 residual e (the reconstruction's error), `vc` = E d^2 of the asymmetry's deviation
+    d = (x_j - x_pj) - `mean_asym`, `c` = E e d (per-subject-weighted means, smoothed over the
+    cycle); `fusion_weights` turns them into the blend. None without paired joints."""
     pair = np.asarray(pair, int)
     if pair.max(initial=-1) < 0:
         return None
@@ -352,24 +351,64 @@ def twin_fusion(e_own_ntjc: np.ndarray, x_own_ntjc: np.ndarray, pair: Sequence[i
     mu = _subject_mean(a, subjects)
     d = a - mu
     e = np.where(np.isfinite(d), e_own_ntjc, np.nan)
-    vm, vc, c = (_smooth_cycle(_subject_mean(v, subjects), SD_SMOOTH)
+    vm, vc, c = (np.nan_to_num(_smooth_cycle(_subject_mean(v, subjects), SD_SMOOTH))
                  for v in (e ** 2, d ** 2, e * d))
+    return {"mean_asym": np.round(np.nan_to_num(mu), 3).tolist(), "vm": np.round(vm, 4).tolist(),
+            "vc": np.round(vc, 4).tolist(), "c": np.round(c, 4).tolist()}
+
+
+def fusion_weights(fusion: dict, scale=1.0) -> dict[str, np.ndarray]:
+    """The blend twin = w * recon + (1 - w) * (other side + mean_asym) that minimizes its
+    healthy error variance when the reconstruction's error SD is `scale` x the calibrated one
+    (more joints withheld: `band_scale`): w = (Vc - C) / (Vm + Vc - 2C) with Vm = scale^2 vm,
+    C = scale c, clipped to [0, 1] (1 where undefined), and the blend's error SD `sd`."""
+    s = np.asarray(scale, float)
+    vm, vc, c = (np.asarray(fusion[k], float) for k in ("vm", "vc", "c"))
+    vm, c = vm * s ** 2, c * s
     with _quiet():
         w = np.clip((vc - c) / (vm + vc - 2.0 * c), 0.0, 1.0)
     w = np.where(np.isfinite(w), w, 1.0)
     var = w ** 2 * vm + (1.0 - w) ** 2 * vc + 2.0 * w * (1.0 - w) * c
-    return {"weight": np.round(w, 3).tolist(), "mean_asym": np.round(np.nan_to_num(mu), 3).tolist(),
-            "sd": np.round(np.sqrt(np.nan_to_num(var)), 3).tolist()}
+    return {"weight": w, "mean_asym": np.asarray(fusion["mean_asym"], float),
+            "sd": np.sqrt(np.maximum(var, 0.0))}
+
+
+def band_inflation(e_own_ntjc: np.ndarray, multi_own_ntjc: np.ndarray, groups: int) -> dict:
+    """Per joint and channel, how much larger the healthy reconstruction error is with `groups`
+    occlusion groups withheld together (`multi_own_ntjc`, NaN where not withheld) than with the
+    joint's own group alone (the pass-1 residual e, on the same samples): the RMS ratio,
+    at least 1 (1 where never withheld)."""
+    ok = np.isfinite(multi_own_ntjc) & np.isfinite(e_own_ntjc)
+    with _quiet():
+        num = np.nanmean(np.where(ok, multi_own_ntjc ** 2, np.nan), axis=(0, 1))
+        den = np.nanmean(np.where(ok, e_own_ntjc ** 2, np.nan), axis=(0, 1))
+        ratio = np.sqrt(num / den)
+    return {"groups": int(groups),
+            "scale": np.round(np.maximum(np.nan_to_num(ratio, nan=1.0), 1.0), 3).tolist()}
+
+
+def band_scale(cal: dict, n_groups) -> np.ndarray:
+    """[N, J, C] the healthy error SD's scale for strides with `n_groups` [N] occlusion groups
+    withheld: 1 for one group, the calibration's `band_inflation` scale at its group count,
+    linear in between and beyond (1 without a `band_inflation`)."""
+    n = np.asarray(n_groups, float)
+    inf = cal.get("band_inflation")
+    if inf is None or inf["groups"] <= 1:
+        return np.ones((len(n), len(cal["joint_names"]), 1))
+    per = (np.asarray(inf["scale"], float) - 1.0) / (inf["groups"] - 1)
+    return 1.0 + np.maximum(n - 1.0, 0.0)[:, None, None] * per[None]
 
 
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
         offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
         folds: dict | None = None, model_id: str | None = None, seed: int = 0,
-        x_ntjc=None) -> dict:
+        x_ntjc=None, multi_ntjc=None, multi_groups: int = 0) -> dict:
     """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides
-    (and their observed curves `x_ntjc`: the reference curves, the asymmetry statistic); flags
-    rest on the statistics of `flag_rule(channels, offsets, asymmetry)`."""
+    (and their observed curves `x_ntjc`: the reference curves, the asymmetry statistic, the
+    twin's blend; and the reconstruction errors `multi_ntjc` of the same strides with
+    `multi_groups` occlusion groups withheld together: the twin band's `band_inflation`);
+    flags rest on the statistics of `flag_rule(channels, offsets, asymmetry)`."""
     subjects = np.asarray(subjects).astype(str)
     if len(residuals_ntjc) < MIN_STRIDES or len(set(subjects.tolist())) < 3:
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
@@ -411,6 +450,9 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         cal["reference"] = reference_curves(x_ntjc, sides)
         cal["twin_fusion"] = twin_fusion(e, data.to_own_phase(x_ntjc, sides, joint_names),
                                          rule["pair"], subjects)
+    if multi_ntjc is not None:
+        cal["band_inflation"] = band_inflation(
+            e, data.to_own_phase(multi_ntjc, sides, joint_names), multi_groups)
     clean = json.loads(json.dumps(cal, default=float))
     cal["id"] = "cal-" + hashlib.sha1(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:10]
     return cal

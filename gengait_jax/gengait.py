@@ -172,11 +172,18 @@ class GenGait:
                 out[i, :, jj] = pat
         return out
 
+    def groups_withheld(self, withheld_npj: np.ndarray) -> np.ndarray:
+        """[N] how many occlusion groups have a withheld token in each stride."""
+        g = np.asarray(self.model.group_j[...])
+        w = np.asarray(withheld_npj, bool).any(1)  # [N, J]
+        return np.stack([w[:, g == k].any(-1) for k in np.unique(g)], -1).sum(-1)
+
     def twin(self, strides: data.Strides, withheld_npj: np.ndarray, *,
              keep_observed: bool = True, num_samples: int | None = None) -> twin_lib.Twin:
         """The normative twin with the `withheld` tokens hidden, and its band; with a
         calibration, its healthy prior (`twin_lib.with_healthy_prior`, in each joint's own
-        cycle: the contralateral blend unless `twin.contralateral` is False)."""
+        cycle: the contralateral blend unless `twin.contralateral` is False; the healthy error
+        SD scaled for the number of groups withheld, `calibration.band_scale`)."""
         n = self._twin_cfg.num_samples if num_samples is None else num_samples
         m = self._to_model(strides)
         tw = twin_lib.normative_twin(self.model, m.x, m.valid, withheld_npj,
@@ -185,11 +192,14 @@ class GenGait:
             return _map_twin(lambda a: self._from_model(a, strides), tw)
         own = lambda a: a if self.own_phase else data.to_own_phase(a, strides.side,
                                                                    self.joint_names)
-        fusion = self.calibration.get("twin_fusion") \
-            if self._twin_cfg.get("contralateral", True) else None
+        scale = calibration.band_scale(self.calibration,
+                                       self.groups_withheld(withheld_npj))[:, None]
+        fusion = self.calibration.get("twin_fusion")
+        fusion = calibration.fusion_weights(fusion, scale) \
+            if fusion is not None and self._twin_cfg.get("contralateral", True) else None
         tw = twin_lib.with_healthy_prior(_map_twin(own, tw), own(m.x),
                                          self.calibration.get("residual_sd"), fusion,
-                                         joints_lib.contralateral(self.joint_names))
+                                         joints_lib.contralateral(self.joint_names), scale)
         return _map_twin(lambda a: data.to_own_phase(a, strides.side, self.joint_names,
                                                      inverse=True), tw)
 

@@ -135,30 +135,33 @@ def normative_twin(model: GenGaitMAE, x_ntjc, valid_ntj, withheld_npj, *,
     return Twin(twin, out["recon_ntjc"], sd, ~keep)
 
 
-def with_healthy_prior(tw: Twin, x_ntjc: np.ndarray, healthy_sd_tjc, fusion: dict | None,
-                       pair) -> Twin:
+def with_healthy_prior(tw: Twin, x_ntjc: np.ndarray, healthy_sd, fusion: dict | None,
+                       pair, scale=1.0) -> Twin:
     """The twin (all arrays in each joint's OWN cycle) with the calibration's healthy prior:
     where a withheld joint's contralateral twin is observed, the blend w * reconstruction +
-    (1 - w) * (other side + healthy mean asymmetry) (`fusion`: calibration.twin_fusion; the
-    person's other side says what the body prior cannot), and the band's SD = the samples' SD
-    (times w) and the healthy error SD of what replaced the joint (the residual's `healthy_sd`,
-    or the blend's), in quadrature."""
-    twin, sd_s = tw.twin_ntjc.copy(), tw.sd_ntjc
-    weight = np.ones(twin.shape)
-    healthy = np.broadcast_to(np.nan_to_num(np.asarray(healthy_sd_tjc, float)), twin.shape) \
-        if healthy_sd_tjc is not None else np.zeros(twin.shape)
-    healthy = healthy.copy()
+    (1 - w) * (other side + healthy mean asymmetry) (`fusion`: `calibration.fusion_weights`,
+    arrays broadcasting to [N, T, J, C]; the person's other side says what the body prior
+    cannot), and the band's SD = the samples' SD (times w) and the healthy error SD of what
+    replaced the joint (the reconstruction's `healthy_sd` x `scale`, or the blend's), in
+    quadrature."""
+    shape = tw.twin_ntjc.shape
+    twin = tw.twin_ntjc.copy()
+    weight = np.ones(shape)
+    healthy = np.zeros(shape) if healthy_sd is None else \
+        np.broadcast_to(np.nan_to_num(np.asarray(healthy_sd, float)) * scale, shape).copy()
     if fusion is not None:
-        w, mu, sd_f = (np.asarray(fusion[k], float) for k in ("weight", "mean_asym", "sd"))
+        w, mu, sd_f = (np.broadcast_to(np.asarray(fusion[k], float), shape)
+                       for k in ("weight", "mean_asym", "sd"))
         for j, pj in enumerate(pair):
             if pj < 0:
                 continue
             ok = (tw.replaced_ntj[:, :, j] & ~tw.replaced_ntj[:, :, pj]
                   & np.isfinite(x_ntjc[:, :, pj]).all(-1))[..., None]
-            est = x_ntjc[:, :, pj] + mu[:, j]
-            twin[:, :, j] = np.where(ok, w[:, j] * twin[:, :, j] + (1 - w[:, j]) * est,
+            est = x_ntjc[:, :, pj] + mu[:, :, j]
+            twin[:, :, j] = np.where(ok, w[:, :, j] * twin[:, :, j] + (1 - w[:, :, j]) * est,
                                      twin[:, :, j])
-            weight[:, :, j] = np.where(ok, w[:, j], 1.0)
-            healthy[:, :, j] = np.where(ok, sd_f[:, j], healthy[:, :, j])
-    sd = np.where(tw.replaced_ntj[..., None], np.sqrt((weight * sd_s) ** 2 + healthy ** 2), 0.0)
+            weight[:, :, j] = np.where(ok, w[:, :, j], 1.0)
+            healthy[:, :, j] = np.where(ok, sd_f[:, :, j], healthy[:, :, j])
+    sd = np.where(tw.replaced_ntj[..., None], np.sqrt((weight * tw.sd_ntjc) ** 2 + healthy ** 2),
+                  0.0)
     return Twin(twin, tw.recon_ntjc, sd, tw.replaced_ntj)

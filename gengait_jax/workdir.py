@@ -134,6 +134,10 @@ class Workdir:
         cal = read_json(path, "a calibration")
         if not isinstance(cal, dict) or not {"id", "joint_names", "model_id"} <= set(cal):
             raise GaitDataError(path, "not a GenGait calibration (recalibrate: --calibrate)")
+        fusion = cal.get("twin_fusion")
+        if fusion is not None and not {"vm", "vc", "c", "mean_asym"} <= set(fusion):
+            raise GaitDataError(path, "written by an older gengait-jax (twin_fusion without "
+                                      "its moments): recalibrate (--calibrate)")
         return cal
 
     def write_arrays(self, name: str, **arrays) -> epath.Path:

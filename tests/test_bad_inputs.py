@@ -301,6 +301,11 @@ def _cli_cases(d, wd: str) -> dict:
     meta = json.loads(open(os.path.join(wd, "model_meta.json")).read())
     open(os.path.join(other_cal, "model_meta.json"), "w").write(
         json.dumps(dict(meta, model_id="gengait-another-model")))
+    old_cal = str(d / "old_cal")  # a calibration of the format before the band's moments
+    shutil.copytree(wd, old_cal)
+    cal = json.loads(open(os.path.join(wd, "calibration.json")).read())
+    open(os.path.join(old_cal, "calibration.json"), "w").write(json.dumps(
+        dict(cal, twin_fusion={"weight": [[1.0]], "mean_asym": [[0.0]], "sd": [[1.0]]})))
     text_c3d = _bytes(d / "notes.c3d", lambda r: b"walked fine\n")
     one = _rewrite(d / "one.c3d", _frames(1))
     nomark = _rewrite(d / "nomark.c3d", lambda c: (
@@ -346,6 +351,9 @@ def _cli_cases(d, wd: str) -> dict:
         "D15-calibration-of-another-model": (
             ["launch.detect", f"--workdir={other_cal}", f"--input={p}"],
             os.path.join(other_cal, "calibration.json"), "recalibrate"),
+        "D17-calibration-of-an-older-format": (
+            ["launch.detect", f"--workdir={old_cal}", f"--input={p}"],
+            os.path.join(old_cal, "calibration.json"), "older gengait-jax.*recalibrate"),
         "T1-resume-checkpoint-of-another-config": (
             ["launch.train", f"--config={TINY}", f"--workdir={train_wd}",
              f"--config.data.data_dir={d / 'dd'}"], str(train_wd),
@@ -376,7 +384,7 @@ CLI_ROWS = ["D1-npz-wrong-shape", "D2-npz-wrong-dtype", "D3-npz-joint-count", "D
             "D9-one-frame-c3d", "D10-c3d-no-events-no-markers", "D11-input-missing",
             "D12-unknown-extension", "D13-missing-workdir", "D14-checkpoint-of-another-config",
             "D15-calibration-of-another-model", "D16-keypoint-csv-without-time",
-            "T1-resume-checkpoint-of-another-config",
+            "D17-calibration-of-an-older-format", "T1-resume-checkpoint-of-another-config",
             "T2-empty-c3d-dir"]
 
 

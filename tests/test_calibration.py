@@ -238,13 +238,37 @@ def test_twin_fusion_weighs_reconstruction_and_other_side_by_their_healthy_error
     knee, other = names.index("RKnee"), names.index("LKnee")
     x[:, :, knee] = x[:, :, other] + 3.0 + rng.normal(0, 1.0, (n, t, 3))
     fu = calibration.twin_fusion(e, x, calibration.flag_rule(names, 3)["pair"], subj)
-    w, mu, sd = (np.asarray(fu[k]) for k in ("weight", "mean_asym", "sd"))
+    fw = calibration.fusion_weights(fu)
+    w, mu, sd = (fw[k] for k in ("weight", "mean_asym", "sd"))
     np.testing.assert_allclose(w[:, knee], 0.2, atol=0.03)
     np.testing.assert_allclose(sd[:, knee], np.sqrt(0.8), atol=0.08)
     np.testing.assert_allclose(mu[:, knee], 3.0, atol=0.15)
     np.testing.assert_allclose(mu[:, other], -3.0, atol=0.15)
     assert (w[:, names.index("Trunk")] == 1.0).all()
+    # a reconstruction twice as bad (more joints withheld) weighs less: 1 / (1 + 16)
+    np.testing.assert_allclose(calibration.fusion_weights(fu, 2.0)["weight"][:, knee],
+                               1 / 17, atol=0.02)
     assert calibration.twin_fusion(e[:, :, :1], x[:, :, :1], [-1], subj) is None
+
+
+def test_band_scale_grows_with_the_groups_withheld():
+    """Errors 1.5x the single-group residual with 3 groups withheld: scale 1.5 at 3 groups,
+    1.25 at 2, 1 at 1, 1.75 at 4 (linear), at least 1; 1 without a band_inflation."""
+    rng = np.random.default_rng(62)
+    res, side, subj = _null(25, 6, 63)
+    e = data.to_own_phase(res, side, NAMES)
+    multi = np.where(rng.random(e.shape[:3])[..., None] < 0.5, 1.5 * e, np.nan)
+    multi[:, :, NAMES.index("LHip")] = 0.5 * e[:, :, NAMES.index("LHip")]  # better: clipped
+    inf = calibration.band_inflation(e, multi, 3)
+    np.testing.assert_allclose(np.delete(np.asarray(inf["scale"]), 1, 0), 1.5, atol=1e-3)
+    cal = {"joint_names": NAMES, "band_inflation": inf}
+    sc = calibration.band_scale(cal, [1, 2, 3, 4])
+    np.testing.assert_allclose(sc[:, 0, 0], [1.0, 1.25, 1.5, 1.75], atol=1e-3)
+    assert (sc[:, NAMES.index("LHip")] == 1.0).all()
+    assert (calibration.band_scale({"joint_names": NAMES}, [3, 5]) == 1.0).all()
+    fitted = calibration.fit(res, side, subj, NAMES, multi_ntjc=data.to_own_phase(
+        multi, side, NAMES, inverse=True), multi_groups=3)
+    np.testing.assert_allclose(fitted["band_inflation"]["scale"], inf["scale"], atol=1e-3)
 
 
 def test_own_phase_roll_round_trips():

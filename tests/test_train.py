@@ -375,5 +375,9 @@ def test_training_ends_calibrated_out_of_fold(embedded_data_dir, tmp_path):
     assert wd.fold(0).meta()["train_subjects"] != wd.fold(1).meta()["train_subjects"]
     oof = wd.arrays("oof.npz")
     assert len(oof["residual"]) == cal["n_strides"] and set(oof["fold"].tolist()) == {0, 1}
+    band = cal["band_inflation"]  # the fold models' errors with 3 groups withheld at once
+    assert band["groups"] == cfg.twin.band_groups == 3
+    assert np.asarray(band["scale"]).shape == oof["residual"].shape[2:]
+    assert (np.asarray(band["scale"]) >= 1).all() and cal["twin_fusion"] is not None
     again = calibrate.calibrate_workdir(wd)
     assert again["id"] == cal["id"]

@@ -63,8 +63,10 @@ def _base() -> ml_collections.ConfigDict:
         num_samples=8,     # random context maskings for the band
         phase_margin=1.0,  # "phase": withhold where the anomaly map > flag threshold - this
         dilate=1,          # patches added on each side of an abnormal phase
-        contralateral=True))  # a withheld joint with its other side observed: blend the
-                              # reconstruction with that side (calibration.twin_fusion)
+        contralateral=True,  # a withheld joint with its other side observed: blend the
+                             # reconstruction with that side (calibration.twin_fusion)
+        band_groups=3))  # calibration also measures the error with this many occlusion
+                         # groups withheld at once: the band widens with more (0: off)
     c.batch_size = 64       # global batch (all hosts together)
     c.eval_batch_size = 64  # validation batches (padded); a multiple of the data axis
     c.eval_occlusion = True  # also report pass-1 loss: each joint hidden in turn
