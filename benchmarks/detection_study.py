@@ -136,11 +136,26 @@ def localize(st: dict, cals: dict, models: dict[int, GenGait]) -> dict:
             "per_kind_trial_top1": {kind: metrics.topk_accuracy(
                 np.stack([r["z"] for r in tr if r["kind"] == kind]),
                 np.stack([r["truth"] for r in tr if r["kind"] == kind]), 1)["value"]
-                for kind in sorted({r["kind"] for r in tr})}}
+                for kind in sorted({r["kind"] for r in tr})},
+            "per_kind_joint_trial_recall": _joint_recall(tr, st["joint_names"]),
+            "per_kind_trials_flagged": {kind: float(np.mean([r["flags"].any() for r in tr
+                                                             if r["kind"] == kind]))
+                                        for kind in sorted({r["kind"] for r in tr})}}
     clean_rows = [r for r in rows if r["kind"] == "clean"]
     out["clean"] = {"stride_ffr": float(flags[st["kind"] == "clean"].any(-1).mean()),
                     "trial_ffr": float(np.mean([r["flags"].any() for r in clean_rows])),
                     "n_trials": len(clean_rows)}
+    return out
+
+
+def _joint_recall(rows: list[dict], joint_names) -> dict[str, float]:
+    """Trial-level recall per abnormality and perturbed joint ("kind/joint")."""
+    out = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        tr = [r for r in rows if r["kind"] == kind]
+        flags, truth = (np.stack([r[key] for r in tr]) for key in ("flags", "truth"))
+        for j in np.flatnonzero(truth.any(0)):
+            out[f"{kind}/{joint_names[j]}"] = float(flags[truth[:, j], j].mean())
     return out
 
 
