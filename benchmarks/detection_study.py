@@ -51,9 +51,7 @@ def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
         st = data.from_arrays(x, held.valid[idx], side=held.side[idx],
                               subject=held.subject[idx], joint_names=held.joint_names)
         gg = GenGait.from_workdir(wd.fold(i), calibrated=False)
-        tw = gg.twin(held, calibrate._random_groups(gg, len(held), BAND_GROUPS, i),
-                     num_samples=0)
-        multi = np.where(tw.replaced_ntj[..., None], tw.recon_ntjc - held.x, np.nan)
+        multi = calibrate.multi_group_errors(gg, held, BAND_GROUPS, i)
         parts.append(dict(
             residual=gg.pass1(st).residual, x=x, clean=held.x[idx], fold=np.full(len(idx), i),
             multi=np.concatenate([multi, np.full(sim["angles"].shape, np.nan)]),

@@ -34,6 +34,15 @@ def _random_groups(gg: GenGait, n: int, count: int, seed: int) -> np.ndarray:
     return np.broadcast_to(joints[:, None, :], (n, p, len(g))).copy()
 
 
+def multi_group_errors(gg: GenGait, strides: data.Strides, groups: int, seed: int
+                       ) -> np.ndarray:
+    """[N, T, J, C] the reconstruction errors of an uncalibrated model's twin with `groups`
+    random occlusion groups withheld at once per stride (NaN where not withheld or invalid)."""
+    tw = gg.twin(strides, _random_groups(gg, len(strides), groups, seed), num_samples=0)
+    return np.where(tw.replaced_ntj[..., None] & strides.valid[..., None],
+                    tw.recon_ntjc - strides.x, np.nan)
+
+
 def oof_residuals(workdir: Workdir, strides: data.Strides, k: int, multi_groups: int = 0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Pass-1 residuals [N, T, J, C] of every stride by the fold model that did not train on
@@ -56,9 +65,7 @@ def oof_residuals(workdir: Workdir, strides: data.Strides, k: int, multi_groups:
         sub = strides.take(held)
         residual[held] = gg.pass1(sub).residual
         if multi is not None:
-            tw = gg.twin(sub, _random_groups(gg, len(sub), multi_groups, i), num_samples=0)
-            multi[held] = np.where(tw.replaced_ntj[..., None] & sub.valid[..., None],
-                                   tw.recon_ntjc - sub.x, np.nan)
+            multi[held] = multi_group_errors(gg, sub, multi_groups, i)
         logging.vlog(1, "calibration: fold %d/%d scored %d strides of %d subjects", i + 1, k,
                      int(held.sum()), len(set(strides.subject[held].tolist())))
     return residual, fold, multi
