@@ -167,7 +167,7 @@ def test_a_two_stage_flag_must_survive_pass1_without_the_primary_joints(workdir)
     base = gg.pass1(clean).residual
     base[:, :, knee, 0] -= swing  # the primary: far above the family-wise threshold
     entry = calibration.size_entry(gg.calibration, 3)
-    for amp in np.linspace(0.1, 1.5, 29):  # a hip deviation between its own and the family's
+    for amp in np.linspace(0.1, 1.5, 141):  # a hip deviation between its own and the family's
         res = base.copy()
         res[:, :, hip, 0] += amp * swing
         z = calibration.decide(res, clean.side, gg.calibration, clean.x)["z"][hip]
