@@ -154,20 +154,20 @@ def _cycle_last(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(a, -3, -1))
 
 
-def _statistics_last(e_njct: np.ndarray, bg_last: dict, width: int) -> tuple:
-    """`statistics` on cycle-last arrays (background [J, C, T]): offset, shape, window."""
-    e = e_njct - bg_last["mu"]
+def _statistics_last(e_njct: np.ndarray, bg: dict, width: int) -> tuple:
+    """`statistics` of cycle-last residuals [N, J, C, T]: offset, shape, window (cycle last)."""
+    mu, sd = (_cycle_last(bg[k]) for k in ("mu", "sd"))
+    e = e_njct - mu
     with _quiet():
         offset = _median_last(e)
-        w = _window_last((e - offset[..., None]) / bg_last["sd"], width)
+        w = _window_last((e - offset[..., None]) / sd, width)
         return offset, np.nanmax(np.abs(w), axis=-1), w
 
 
 def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray]:
     """Offset [N, J, C], shape statistic [N, J, C] and windowed deviation [N, T, J, C] of
     own-phase residuals (NaN = invalid samples; a joint without valid samples stays NaN)."""
-    offset, shape, w = _statistics_last(_cycle_last(e_ntjc), {k: _cycle_last(bg[k]) for k in (
-        "mu", "sd")}, width)
+    offset, shape, w = _statistics_last(_cycle_last(e_ntjc), bg, width)
     return {"offset": offset, "shape": shape, "window": np.moveaxis(w, -1, 1)}
 
 
@@ -334,8 +334,7 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
         under the backgrounds `b` (per stream), named as `all_statistics` names them."""
         out = {}
         for name, v in trials.items():
-            offset, shape, _ = _statistics_last(v[rows], {key: _cycle_last(b[name][key])
-                                                          for key in ("mu", "sd")}, width)
+            offset, shape, _ = _statistics_last(v[rows], b[name], width)
             if name == "e":
                 out.update(offset=offset, shape=shape)
             else:
