@@ -183,7 +183,9 @@ class GenGait:
         """The normative twin with the `withheld` tokens hidden, and its band; with a
         calibration, its healthy prior (`twin_lib.with_healthy_prior`, in each joint's own
         cycle: the contralateral blend unless `twin.contralateral` is False; the healthy error
-        SD scaled for the number of groups withheld, `calibration.band_scale`)."""
+        SD scaled for the number of groups withheld, `calibration.band_scale`) and, keeping
+        the observed values, moved toward them where they are within that healthy error
+        (`twin.shrink_window`, `twin_lib.shrink_toward_observed`)."""
         n = self._twin_cfg.num_samples if num_samples is None else num_samples
         m = self._to_model(strides)
         tw = twin_lib.normative_twin(self.model, m.x, m.valid, withheld_npj,
@@ -200,6 +202,10 @@ class GenGait:
         tw = twin_lib.with_healthy_prior(_map_twin(own, tw), own(m.x),
                                          self.calibration.get("residual_sd"), fusion,
                                          joints_lib.contralateral(self.joint_names), scale)
+        if keep_observed:
+            tw = twin_lib.shrink_toward_observed(
+                tw, own(m.x), int(self._twin_cfg.get("shrink_window", twin_lib.SHRINK_WINDOW)),
+                float(self._twin_cfg.get("shrink_scale", twin_lib.SHRINK_SCALE)))
         return _map_twin(lambda a: data.to_own_phase(a, strides.side, self.joint_names,
                                                      inverse=True), tw)
 

@@ -97,8 +97,10 @@ def test_phase_mode_withholds_only_the_abnormal_phase():
 def test_band_covers_held_out_healthy_curves():
     """Healthy held-out strides with one joint withheld: the clean curve lies inside the
     twin +/- 2 SD band (the healthy error SD of the reconstruction or of its blend with the other
-    side, and the samples' SD) at >= 85 % of frames."""
+    side, and the samples' SD) at >= 85 % of frames; without the shrink, which would keep
+    the healthy curve itself."""
     gg = _gg("joint")
+    gg.cfg.twin.shrink_window = 0
     d = g.as_strides(g.strides(8, 34))
     inside = []
     for j in (2, 3, 8):
@@ -136,3 +138,51 @@ def test_healthy_prior_blends_the_observed_other_side_and_widens_the_band():
     x_gap[0, 4, 1, 0] = np.nan  # the other side not observed there: the reconstruction
     gap = twin.with_healthy_prior(tw, x_gap, full(4.0), fusion, [1, 0, 3, 2, -1])
     np.testing.assert_array_equal(gap.twin_ntjc[0, 4, 0], recon[0, 4, 0])
+
+
+def test_shrinking_keeps_what_agrees_with_the_estimate_and_corrects_what_does_not():
+    """One replaced joint: where the observed curve lies within scale x band SD of the
+    estimate (over the window) the twin is the observed curve, where it deviates by many SDs
+    the twin stays near the estimate, in between the empirical-Bayes weight v / m; samples not
+    replaced, unobserved ones and window 0 are left alone."""
+    n, t, j, c = 2, 50, 3, 2
+    recon = np.zeros((n, t, j, c))
+    x = np.full((n, t, j, c), 0.5)               # 0.5 deg from the estimate: normal
+    x[:, 20:30, 0, 0] = 30.0                     # a 10-point, 30-deg deviation: abnormal
+    x[0, 5, 0, 1] = np.nan                       # unobserved
+    replaced = np.zeros((n, t, j), bool)
+    replaced[:, :, 0] = True
+    tw = twin.Twin(np.where(replaced[..., None], recon, x), recon,
+                   np.where(replaced[..., None], 2.0, 0.0), replaced)
+    out = twin.shrink_toward_observed(tw, x, window=4, scale=1.0)
+    np.testing.assert_array_equal(out.twin_ntjc[:, :15, 0, 0], x[:, :15, 0, 0])  # kept
+    np.testing.assert_array_equal(out.twin_ntjc[:, 35:, 0, 0], x[:, 35:, 0, 0])
+    assert np.abs(out.twin_ntjc[:, 22:28, 0, 0]).max() < 0.2      # 30 deg corrected
+    m = (3 * 30.0 ** 2 + 2 * 0.5 ** 2) / 5      # the window at point 29 holds 27..31
+    np.testing.assert_allclose(out.twin_ntjc[:, 29, 0, 0], 4.0 / m * 30.0, rtol=1e-9)
+    assert out.twin_ntjc[0, 5, 0, 1] == 0.0      # unobserved: the estimate
+    np.testing.assert_array_equal(out.twin_ntjc[:, :, 1:], x[:, :, 1:])  # not replaced
+    np.testing.assert_array_equal(out.sd_ntjc, tw.sd_ntjc)
+    off = twin.shrink_toward_observed(tw, x, window=0, scale=1.0)
+    np.testing.assert_array_equal(off.twin_ntjc, tw.twin_ntjc)
+
+
+def test_shrinking_brings_a_flagged_joints_twin_closer_to_the_clean_stride():
+    """detect on a held-out person with a phase-local knee deficit: with the default shrink
+    the flagged knee's twin is closer to the clean stride than the estimate that replaces the
+    whole joint (shrink_window 0), and it keeps the observed curve in most normal phases."""
+    d = g.strides(4, 35, subjects=1)
+    j = g.NAMES.index("LKnee")
+    bad = g.as_strides(d)
+    x = bad.x.copy()
+    x[:, 40:80, j, 0] -= 20.0
+    res = _gg("joint").detect(bad.replace(x=x))
+    hard_gg = _gg("joint")
+    hard_gg.cfg.twin.shrink_window = 0
+    hard = hard_gg.detect(bad.replace(x=x))
+    assert "LKnee" in res.flagged and "LKnee" in hard.flagged
+    clean = d["angles"][:, :, j]
+    assert _rms(res.twin.twin_ntjc[:, :, j], clean) < _rms(hard.twin.twin_ntjc[:, :, j], clean)
+    kept = res.twin.twin_ntjc[:, :30, j] == x[:, :30, j]
+    assert kept.mean() > 0.5, kept.mean()
+    assert not (hard.twin.twin_ntjc[:, :30, j] == x[:, :30, j]).any()

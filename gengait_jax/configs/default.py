@@ -65,8 +65,12 @@ def _base() -> ml_collections.ConfigDict:
         dilate=1,          # patches added on each side of an abnormal phase
         contralateral=True,  # a withheld joint with its other side observed: blend the
                              # reconstruction with that side (calibration.twin_fusion)
-        band_groups=3))  # calibration also measures the error with this many occlusion
-                         # groups withheld at once: the band widens with more (0: off)
+        band_groups=3,  # calibration also measures the error with this many occlusion
+                        # groups withheld at once: the band widens with more (0: off)
+        shrink_window=20,  # a withheld joint keeps its observed curve where it lies within
+                           # shrink_scale x its healthy error of the estimate (mean square
+                           # over this many cycle points; twin.shrink_toward_observed; 0: off)
+        shrink_scale=1.25))
     c.batch_size = 64       # global batch (all hosts together)
     c.eval_batch_size = 64  # validation batches (padded); a multiple of the data axis
     c.eval_occlusion = True  # also report pass-1 loss: each joint hidden in turn
