@@ -2,6 +2,11 @@
 the calibration (`calibration.fit`) is fitted on those residuals and written to the workdir.
 
   calibrate_workdir("runs/demo")   # after train.train_folds; launch.detect --calibrate
+  calibrate_workdir("runs/demo", normals="lab_normals/")  # + a lab's own healthy people
+
+A lab's own healthy people (`normals`: a folder of their trials, one sub-folder per person)
+join the calibration scored by the FINAL model, which never trained on them: to it they are
+new people, as the fold models' held-out people are to theirs.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from absl import logging
 
-from gengait_jax import calibration, data
+from gengait_jax import calibration, data, inputs
 from gengait_jax.gengait import GenGait
 from gengait_jax.workdir import OOF, Workdir
 from tfds_gait.errors import GaitDataError
@@ -71,10 +76,30 @@ def oof_residuals(workdir: Workdir, strides: data.Strides, k: int, multi_groups:
     return residual, fold, multi
 
 
+def lab_normals(wd: Workdir, folder: str, groups: int, static: str | None = "auto"
+                ) -> tuple[data.Strides, np.ndarray, np.ndarray | None]:
+    """A lab's healthy trials (`inputs.load_folder`) with the final model's pass-1 residuals
+    and (`groups` > 1) its reconstruction errors with that many groups withheld; a person
+    the model trained on is refused (their residuals would look healthier than a new
+    person's)."""
+    gg = GenGait.from_workdir(wd, calibrated=False)
+    strides, _ = inputs.load_folder(folder, gg.meta, static)
+    seen = sorted(set(strides.subject.tolist()) & set(gg.meta.get("train_subjects", [])))
+    if seen:
+        raise GaitDataError(folder, f"the model trained on {', '.join(seen)}: only people it "
+                                    f"never saw can calibrate it")
+    strides = strides.replace(subject=np.char.add("normals/", strides.subject.astype(str)),
+                              cohort=np.full(len(strides), "lab normals"))
+    multi = multi_group_errors(gg, strides, groups, 0) if groups > 1 else None
+    return strides, gg.pass1(strides).residual, multi
+
+
 def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = None,
-                      alpha: float | None = None) -> dict:
-    """Out-of-fold residuals of the fold models -> calibration.json (and oof.npz) of the
-    workdir's model; returns the calibration."""
+                      alpha: float | None = None, normals: str | None = None,
+                      static: str | None = "auto") -> dict:
+    """Out-of-fold residuals of the fold models (+ the final model's of a lab's healthy
+    people in the folder `normals`) -> calibration.json (and oof.npz, fold -1 for the lab's
+    people) of the workdir's model; returns the calibration."""
     wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     wd.require()
     cfg, meta = wd.config(), wd.meta()
@@ -82,6 +107,15 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
     k = int(cfg.calibration.folds)
     groups = int(cfg.twin.get("band_groups", 0))
     residual, fold, multi = oof_residuals(wd, strides, k, groups)
+    folds = {"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
+                                                             fold.tolist())}}
+    lab = None
+    if normals is not None:
+        lab, lab_res, lab_multi = lab_normals(wd, normals, groups, static)
+        residual = np.concatenate([residual, lab_res])
+        multi = None if multi is None else np.concatenate([multi, lab_multi])
+        fold = np.concatenate([fold, np.full(len(lab), -1)])
+        strides = data.concat([strides, lab])
     cal = calibration.fit(
         residual, strides.side, strides.subject, strides.joint_names, cohorts=strides.cohort,
         alpha=float(cfg.calibration.alpha if alpha is None else alpha),
@@ -89,13 +123,15 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         offsets=bool(cfg.calibration.get("offsets", False)),
         asymmetry=bool(cfg.calibration.get("asymmetry", False)),
         joint_alpha=cfg.calibration.get("joint_alpha") or None, model_id=meta.get("model_id"),
-        x_ntjc=strides.x, multi_ntjc=multi, multi_groups=groups,
-        folds={"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
-                                                             fold.tolist())}})
+        x_ntjc=strides.x, multi_ntjc=multi, multi_groups=groups, folds=folds)
+    if lab is not None:
+        cal["normals"] = {"folder": str(normals), "n_strides": len(lab),
+                          "subjects": sorted(set(lab.subject.tolist())),
+                          "trials": sorted(set(lab.trial.tolist()))}
     wd.write_arrays(OOF, residual=residual, fold=fold, x=strides.x, side=strides.side.astype(str),
                     subject=strides.subject.astype(str), cohort=strides.cohort.astype(str))
     wd.write_calibration(cal)
-    logging.info("calibration %s: %d out-of-fold strides of %d subjects, stride threshold "
+    logging.info("calibration %s: %d out-of-sample strides of %d subjects, stride threshold "
                  "z > %.2f", cal["id"], cal["n_strides"], cal["n_subjects"],
                  calibration.size_entry(cal, 1)["threshold"])
     return cal

@@ -215,6 +215,29 @@ def _strides_of(path: str, trial, meta: dict, notes: list, modality: str) -> dat
                    trial=np.array([trial.trial] * len(rows)))
 
 
+def load_folder(folder: str, meta: dict, static: str | None = "auto"
+                ) -> tuple[data.Strides, list[str]]:
+    """Every trial under `folder` (static trials skipped) as one set of strides, each file
+    read as `load` reads it; the person is the file's first sub-folder (one folder per
+    person) or, for a file directly in `folder`, its name before the first '_'."""
+    if not os.path.isdir(folder):
+        raise GaitDataError(folder, "no such folder")
+    paths = sorted(os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
+                   if os.path.splitext(f)[1].lower() in SUFFIXES and not c3d.is_static_name(f))
+    if not paths:
+        raise GaitDataError(folder, f"no trial ({', '.join(SUFFIXES)}) in the folder")
+    parts, notes = [], []
+    for path in paths:
+        strides, file_notes = load(path, meta, static)
+        rel = os.path.relpath(path, folder)
+        top = rel.split(os.sep)
+        person = top[0] if len(top) > 1 else os.path.splitext(top[0])[0].split("_")[0]
+        parts.append(strides.replace(subject=np.full(len(strides), person),
+                                     trial=np.full(len(strides), rel)))
+        notes += [f"{rel}: {n}" for n in file_notes]
+    return data.concat(parts), notes
+
+
 def load(path: str, meta: dict, static: str | None = "auto") -> tuple[data.Strides, list]:
     """(strides, notes) of an input file, dispatched on its suffix."""
     if not os.path.exists(path):

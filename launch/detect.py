@@ -3,6 +3,7 @@ r"""Detects abnormal joints in a gait trial and writes the normative twin and a 
   python -m launch.detect --workdir=runs/demo --input=trial.c3d --output=out/
   python -m launch.detect --workdir=runs/demo --input=strides.npz --output=out/
   python -m launch.detect --workdir=runs/demo --calibrate   # (re)fit calibration.json
+  python -m launch.detect --workdir=runs/demo --calibrate --normals=our_lab/  # + our healthy
 
 Input: a .c3d trial (Plug-in-Gait outputs, or the markers of a known marker set; a static
 trial next to it calibrates the marker model), or an .npz with `angles` [N, T, J, 3] in degrees
@@ -30,21 +31,30 @@ _SAMPLES = flags.DEFINE_integer("num_samples", None, "Random-context reconstruct
 _CALIBRATE = flags.DEFINE_bool("calibrate", False, "Refit WORKDIR/calibration.json from the "
                                "fold models' out-of-fold residuals first.")
 _ALPHA = flags.DEFINE_float("alpha", None, "False-flag rate of --calibrate (default: config).")
+_NORMALS = flags.DEFINE_string("normals", None, "With --calibrate: a folder of this lab's "
+                               "healthy trials (one sub-folder per person) that the "
+                               "calibration adds to its normative people.")
 
 
 def main() -> None:
     """Runs (re)calibration and/or detection."""
     compilation_cache.enable()  # a new trial of the same size does not recompile
+    static = None if _STATIC.value.lower() == "none" else _STATIC.value
+    if _NORMALS.value is not None and not _CALIBRATE.value:
+        raise GaitDataError("--normals", "only with --calibrate (it recalibrates the model)")
     if _CALIBRATE.value:
-        cal = calibrate.calibrate_workdir(_WORKDIR.value, alpha=_ALPHA.value)
-        print(f"calibration {cal['id']}: {cal['n_strides']} out-of-fold strides of "
-              f"{cal['n_subjects']} subjects, one-stride threshold z > "
+        cal = calibrate.calibrate_workdir(_WORKDIR.value, alpha=_ALPHA.value,
+                                          normals=_NORMALS.value, static=static)
+        lab = cal.get("normals")
+        extra = (f" (with {lab['n_strides']} of {len(lab['subjects'])} people from "
+                 f"{lab['folder']})") if lab else ""
+        print(f"calibration {cal['id']}: {cal['n_strides']} out-of-sample strides of "
+              f"{cal['n_subjects']} subjects{extra}, one-stride threshold z > "
               f"{cal['sizes'][0]['threshold']:.2f}")
     if _INPUT.value is None:
         if not _CALIBRATE.value:
             raise GaitDataError("--input", "missing: give a .c3d or .npz file")
         return
-    static = None if _STATIC.value.lower() == "none" else _STATIC.value
     result = GenGait.from_workdir(_WORKDIR.value).detect(
         _INPUT.value, keep_observed=_KEEP.value, num_samples=_SAMPLES.value, static=static)
     out = _OUTPUT.value or _INPUT.value.rsplit(".", 1)[0] + "_gengait"

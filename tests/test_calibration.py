@@ -199,6 +199,34 @@ def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials(kw):
         assert abs(np.mean(r) - ALPHA) <= 0.02 and max(r) <= 0.12, (k, r)
 
 
+def test_a_labs_own_normals_bring_its_false_flag_rate_back_near_nominal():
+    """A lab whose healthy people share a stance-phase knee shape the calibration's 40 people
+    do not (an 8-deg bump over 30 % of the cycle, on both sides): its 4-stride clean trials
+    are flagged far above alpha; with 10 of its people added to the calibration (what
+    `launch.detect --calibrate --normals` does), its 50 other people are flagged near alpha
+    (<= 15 %: 5 % + 3 binomial SDs of 50 trials)."""
+    base, bside, bsubj = _null(40, 8, 10)
+    lab, lside, lsubj = _null(60, 8, 20)
+    lsubj = np.char.add("lab", lsubj)
+    bump = np.zeros(100)
+    bump[10:40] = 8.0 * np.sin(np.pi * np.arange(30) / 30)
+    for i, s in enumerate(lside):
+        lab[i, :, NAMES.index(s + "Knee"), 0] += np.roll(bump, 0 if s == "L" else 50)
+    bx, lx = _observed(bside, bsubj, 50), _observed(lside, lsubj, 51)
+    people = np.unique(lsubj)
+    own = np.isin(lsubj, people[:10])
+    join = lambda a, b: np.concatenate([a, b[own]])
+    rates = []
+    for res, side, subj, x in ((base, bside, bsubj, bx),
+                               (join(base, lab), join(bside, lside), join(bsubj, lsubj),
+                                join(bx, lx))):
+        cal = calibration.fit(res, side, subj, NAMES, x_ntjc=x, asymmetry=True)
+        trials = [np.flatnonzero(lsubj == p)[:4] for p in people[10:]]
+        rates.append(np.mean([calibration.decide(lab[i], lside[i], cal, lx[i])["flagged"].any()
+                              for i in trials]))
+    assert rates[0] >= 0.4 and rates[1] <= 0.15, rates
+
+
 def test_held_out_false_flag_rate_on_model_residuals():
     """The tiny synthetic model: calibrated on 24 people's strides, 400 strides of 40 other
     people get a one-stride flag at alpha +/- 3 points."""

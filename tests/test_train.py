@@ -15,6 +15,7 @@ from tfds_gait.errors import GaitDataError
 from gengait_jax import calibrate, checkpointing, data, model as model_lib, objective, train
 from gengait_jax import train_state
 from gengait_jax.configs import default
+from gengait_jax.gengait import GenGait
 from gengait_jax.workdir import Workdir
 
 T, J, C = 100, 10, 3
@@ -358,14 +359,20 @@ def test_relative_workdir(gait_data, tmp_path, monkeypatch):
     assert checkpointing.restore_model(Workdir("runs/rel"))[2]["step"] == 10
 
 
-def test_training_ends_calibrated_out_of_fold(embedded_data_dir, tmp_path):
-    """train_calibrated: the model, K fold models that never saw the subjects they score, and
-    calibration.json; recalibration from the fold models gives the same calibration."""
+@pytest.fixture(scope="module")
+def calibrated_run(embedded_data_dir, tmp_path_factory):
+    """A tiny model trained on train + validation with 2 fold models and its calibration."""
     cfg = _cfg(total_steps=10)
     cfg.calibration.folds = 2
     cfg.data.update(train_split="train+validation", val_split="", data_dir=embedded_data_dir)
-    wd = Workdir(tmp_path / "run")
-    final = train.train_calibrated(cfg, wd)
+    wd = Workdir(tmp_path_factory.mktemp("calibrated") / "run")
+    return cfg, wd, train.train_calibrated(cfg, wd)
+
+
+def test_training_ends_calibrated_out_of_fold(calibrated_run):
+    """train_calibrated: the model, K fold models that never saw the subjects they score, and
+    calibration.json; recalibration from the fold models gives the same calibration."""
+    cfg, wd, final = calibrated_run
     cal = wd.calibration()
     assert final["calibration_id"] == cal["id"] and cal["model_id"] == wd.meta()["model_id"]
     assert cal["folds"]["k"] == 2 and cal["n_subjects"] == len(wd.meta()["train_subjects"])
@@ -381,3 +388,40 @@ def test_training_ends_calibrated_out_of_fold(embedded_data_dir, tmp_path):
     assert (np.asarray(band["scale"]) >= 1).all() and cal["twin_fusion"] is not None
     again = calibrate.calibrate_workdir(wd)
     assert again["id"] == cal["id"]
+
+
+def _write_people(strides: data.Strides, folder) -> None:
+    """One sub-folder per person with an .npz of their strides."""
+    for s in sorted(set(strides.subject.tolist())):
+        d = strides.take(strides.subject == s)
+        (folder / s).mkdir(parents=True)
+        np.savez(folder / s / "walk_1.npz", angles=d.x, valid=d.valid, side=d.side.astype(str),
+                 joint_names=np.asarray(d.joint_names))
+
+
+def test_a_labs_own_normals_join_the_calibration_scored_by_the_final_model(calibrated_run,
+                                                                            tmp_path):
+    """--normals: the lab's people (one folder each) enter the calibration as new people,
+    with the FINAL model's pass-1 residuals (it never trained on them), recorded in
+    calibration.json and oof.npz (fold -1); a person the model trained on is refused."""
+    cfg, wd, _ = calibrated_run
+    base = wd.calibration()
+    lab = data.load_split(cfg.data.name, "test", cfg.data.data_dir)
+    _write_people(lab, tmp_path / "lab")
+    cal = calibrate.calibrate_workdir(wd, normals=str(tmp_path / "lab"))
+    people = sorted(set(lab.subject.tolist()))
+    assert cal["normals"]["subjects"] == [f"normals/{p}" for p in people]
+    assert cal["n_subjects"] == base["n_subjects"] + len(people)
+    assert cal["n_strides"] == base["n_strides"] + len(lab) == cal["cohorts"]["lab normals"] \
+        + base["n_strides"]
+    assert cal["id"] != base["id"] and cal["folds"] == base["folds"]
+    oof = wd.arrays("oof.npz")
+    own = oof["fold"] == -1
+    assert own.sum() == len(lab)
+    order = np.argsort(lab.subject, kind="stable")  # the folder is read person by person
+    expected = GenGait.from_workdir(wd, calibrated=False).pass1(lab.take(order)).residual
+    np.testing.assert_allclose(oof["residual"][own], expected, atol=1e-5)
+    trained = data.load_split(cfg.data.name, cfg.data.train_split, cfg.data.data_dir)
+    _write_people(trained.take(trained.subject == trained.subject[0]), tmp_path / "seen")
+    with pytest.raises(GaitDataError, match=f"trained on {trained.subject[0]}"):
+        calibrate.calibrate_workdir(wd, normals=str(tmp_path / "seen"))
