@@ -106,12 +106,12 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
     strides = normative_strides(wd) if strides is None else strides
     k = int(cfg.calibration.folds)
     groups = int(cfg.twin.get("band_groups", 0))
+    lab = None if normals is None else lab_normals(wd, normals, groups, static)
     residual, fold, multi = oof_residuals(wd, strides, k, groups)
     folds = {"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
                                                              fold.tolist())}}
-    lab = None
-    if normals is not None:
-        lab, lab_res, lab_multi = lab_normals(wd, normals, groups, static)
+    if lab is not None:
+        lab, lab_res, lab_multi = lab
         residual = np.concatenate([residual, lab_res])
         multi = None if multi is None else np.concatenate([multi, lab_multi])
         fold = np.concatenate([fold, np.full(len(lab), -1)])

@@ -323,6 +323,9 @@ def _cli_cases(d, wd: str) -> dict:
     (train_wd / "config.json").write_text(json.dumps(
         {"model": {"width": 64}, "data": {"name": "gait_cycles/embedded"}}))
     (train_wd / "model_meta.json").write_text(json.dumps({"joint_names": list(g.NAMES)}))
+    bad_lab = d / "bad_lab" / "P1"
+    bad_lab.mkdir(parents=True)
+    (bad_lab / "walk.npz").write_text("a,b\n1,2\n")
     p = npz("shape", angles=x[0, :, :, 0])
     return {
         "D1-npz-wrong-shape": (det("o1", p), p, r"'angles' has shape \(100, 10\)"),
@@ -354,6 +357,15 @@ def _cli_cases(d, wd: str) -> dict:
         "D17-calibration-of-an-older-format": (
             ["launch.detect", f"--workdir={old_cal}", f"--input={p}"],
             os.path.join(old_cal, "calibration.json"), "older gengait-jax.*recalibrate"),
+        "D18-normals-folder-without-trials": (
+            ["launch.detect", f"--workdir={wd}", "--calibrate", f"--normals={empty}"],
+            str(empty), "no trial"),
+        "D19-normals-bad-file": (
+            ["launch.detect", f"--workdir={wd}", "--calibrate", f"--normals={d / 'bad_lab'}"],
+            str(bad_lab / "walk.npz"), "not a readable .npz"),
+        "D20-normals-without-calibrate": (
+            ["launch.detect", f"--workdir={wd}", f"--normals={d / 'bad_lab'}"], "--normals",
+            "only with --calibrate"),
         "T1-resume-checkpoint-of-another-config": (
             ["launch.train", f"--config={TINY}", f"--workdir={train_wd}",
              f"--config.data.data_dir={d / 'dd'}"], str(train_wd),
@@ -384,7 +396,9 @@ CLI_ROWS = ["D1-npz-wrong-shape", "D2-npz-wrong-dtype", "D3-npz-joint-count", "D
             "D9-one-frame-c3d", "D10-c3d-no-events-no-markers", "D11-input-missing",
             "D12-unknown-extension", "D13-missing-workdir", "D14-checkpoint-of-another-config",
             "D15-calibration-of-another-model", "D16-keypoint-csv-without-time",
-            "D17-calibration-of-an-older-format", "T1-resume-checkpoint-of-another-config",
+            "D17-calibration-of-an-older-format", "D18-normals-folder-without-trials",
+            "D19-normals-bad-file", "D20-normals-without-calibrate",
+            "T1-resume-checkpoint-of-another-config",
             "T2-empty-c3d-dir"]
 
 
