@@ -103,10 +103,10 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
     wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     wd.require()
     cfg, meta = wd.config(), wd.meta()
+    groups = int(cfg.twin.get("band_groups", 0))
+    lab = None if normals is None else lab_normals(wd, normals, groups, static)  # fails fast
     strides = normative_strides(wd) if strides is None else strides
     k = int(cfg.calibration.folds)
-    groups = int(cfg.twin.get("band_groups", 0))
-    lab = None if normals is None else lab_normals(wd, normals, groups, static)
     residual, fold, multi = oof_residuals(wd, strides, k, groups)
     folds = {"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
                                                              fold.tolist())}}
