@@ -83,7 +83,9 @@ def lab_normals(wd: Workdir, folder: str, groups: int, static: str | None = "aut
     the model trained on is refused (their residuals would look healthier than a new
     person's)."""
     gg = GenGait.from_workdir(wd, calibrated=False)
-    strides, _ = inputs.load_folder(folder, gg.meta, static)
+    strides, notes = inputs.load_folder(folder, gg.meta, static)
+    for note in notes:
+        logging.info("normals: %s", note)
     seen = sorted(set(strides.subject.tolist()) & set(gg.meta.get("train_subjects", [])))
     if seen:
         raise GaitDataError(folder, f"the model trained on {', '.join(seen)}: only people it "
