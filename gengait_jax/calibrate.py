@@ -106,14 +106,14 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
     wd.require()
     cfg, meta = wd.config(), wd.meta()
     groups = int(cfg.twin.get("band_groups", 0))
-    lab = None if normals is None else lab_normals(wd, normals, groups, static)  # fails fast
+    if normals is not None:  # read first: bad input fails before the fold models run
+        lab, lab_res, lab_multi = lab_normals(wd, normals, groups, static)
     strides = normative_strides(wd) if strides is None else strides
     k = int(cfg.calibration.folds)
     residual, fold, multi = oof_residuals(wd, strides, k, groups)
     folds = {"k": k, "subjects": {s: int(f) for s, f in zip(strides.subject.tolist(),
                                                              fold.tolist())}}
-    if lab is not None:
-        lab, lab_res, lab_multi = lab
+    if normals is not None:
         residual = np.concatenate([residual, lab_res])
         multi = None if multi is None else np.concatenate([multi, lab_multi])
         fold = np.concatenate([fold, np.full(len(lab), -1)])
@@ -126,7 +126,7 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         asymmetry=bool(cfg.calibration.get("asymmetry", False)),
         joint_alpha=cfg.calibration.get("joint_alpha") or None, model_id=meta.get("model_id"),
         x_ntjc=strides.x, multi_ntjc=multi, multi_groups=groups, folds=folds)
-    if lab is not None:
+    if normals is not None:
         cal["normals"] = {"folder": str(normals), "n_strides": len(lab),
                           "subjects": sorted(set(lab.subject.tolist())),
                           "trials": sorted(set(lab.trial.tolist()))}

@@ -83,9 +83,9 @@ def _median_last(x: np.ndarray) -> np.ndarray:
     return np.where(n > 0, 0.5 * (lo + hi), np.nan)[..., 0]
 
 
-def _window_last(x: np.ndarray, width: int) -> np.ndarray:
+def _window_last(x: np.ndarray, width: int, min_share: float = 0.5) -> np.ndarray:
     """Circular moving mean over the last axis, centred, `width` points, NaN-aware: NaN where
-    fewer than half of the window's points are finite."""
+    fewer than `min_share` of the window's points (or none) are finite."""
     t, h = x.shape[-1], width // 2
     ok = np.isfinite(x)
     whole = bool(ok.all())
@@ -99,12 +99,13 @@ def _window_last(x: np.ndarray, width: int) -> np.ndarray:
         return sums(x) / width
     num, den = sums(np.where(ok, x, 0.0)), sums(ok.astype(np.float64))
     with _quiet():
-        return np.where(den >= width / 2, num / den, np.nan)
+        return np.where((den >= min_share * width) & (den > 0), num / den, np.nan)
 
 
-def window_mean(x_ntjc: np.ndarray, width: int) -> np.ndarray:
-    """Circular moving mean over the cycle (axis 1), centred, `width` points (NaN-aware)."""
-    return np.moveaxis(_window_last(np.moveaxis(x_ntjc, 1, -1), width), -1, 1)
+def window_mean(x_ntjc: np.ndarray, width: int, min_share: float = 0.5) -> np.ndarray:
+    """Circular moving mean over the cycle (axis 1), centred, `width` points (NaN-aware: NaN
+    where fewer than `min_share` of them are finite)."""
+    return np.moveaxis(_window_last(np.moveaxis(x_ntjc, 1, -1), width, min_share), -1, 1)
 
 
 def _smooth_cycle(a_tjc: np.ndarray, half: int) -> np.ndarray:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from gengait_jax import masking, scoring
+from gengait_jax import calibration, masking, scoring
 from gengait_jax.model import GenGaitMAE
 
 NUM_SAMPLES = 8
@@ -138,17 +138,6 @@ def normative_twin(model: GenGaitMAE, x_ntjc, valid_ntj, withheld_npj, *,
     return Twin(twin, out["recon_ntjc"], sd, ~keep)
 
 
-def _local_mean_square(a_ntjc: np.ndarray, half: int) -> np.ndarray:
-    """Circular moving mean of a**2 over the cycle (axis 1), 2 * half + 1 points, NaN ignored."""
-    sq = np.nan_to_num(a_ntjc ** 2)
-    ok = np.isfinite(a_ntjc).astype(float)
-    shifts = range(-half, half + 1)
-    total = sum(np.roll(sq, s, axis=1) for s in shifts)
-    count = sum(np.roll(ok, s, axis=1) for s in shifts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
 def shrink_toward_observed(tw: Twin, x_ntjc: np.ndarray, window: int, scale: float) -> Twin:
     """The twin moved toward the observed curve where the two agree within the healthy error:
     twin + s (x - twin), s = v / max(m, v) per sample, v = (scale x band SD)^2 and m the mean
@@ -162,7 +151,7 @@ def shrink_toward_observed(tw: Twin, x_ntjc: np.ndarray, window: int, scale: flo
     x = np.asarray(x_ntjc, float)
     diff = x - tw.twin_ntjc
     v = (scale * tw.sd_ntjc) ** 2
-    m = _local_mean_square(diff, window // 2)
+    m = calibration.window_mean(diff ** 2, 2 * (window // 2) + 1, min_share=0.0)
     ok = tw.replaced_ntj[..., None] & np.isfinite(diff) & (v > 0) & np.isfinite(m)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = np.where(ok, v / np.maximum(m, v), 0.0)
