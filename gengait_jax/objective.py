@@ -103,7 +103,7 @@ def _group_sums(model, tokens, valid, visible, num_keep, row_w, num_query=None):
     weight = valid & ~visible & row_w[:, None]
     if num_query is None or num_query >= tokens.shape[1]:
         return masked_sq_err(model(tokens, visible, num_keep), tokens, weight)
-    rows = jnp.argsort(~weight, axis=-1, stable=True)[:, :num_query]
+    rows = masking.keep_indices(weight, num_query)[0]
     pred = model(tokens, visible, num_keep, rows)
     return masked_sq_err(pred, jnp.take_along_axis(tokens, rows[..., None], axis=1),
                          jnp.take_along_axis(weight, rows, axis=1))

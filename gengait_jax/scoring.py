@@ -79,16 +79,19 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
     rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
     vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
     if chunk <= 0:
-        pred = jax.vmap(lambda v, q: model(tokens, v, j * p - p, q))(vis, rows)
+        pred = jax.vmap(lambda v, q: model.decoded(tokens, v, j * p - p, q))(vis, rows)
     else:
         s, pad = j * b, -(j * b) % chunk
         flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
                                  [(0, pad)] + [(0, 0)] * (a.ndim - 2))
         tok = flat(jnp.broadcast_to(tokens, (j,) + tokens.shape))
         args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
-        pred = jax.lax.map(lambda a: model(a[0], a[1], j * p - p, a[2]), args)
+        pred = jax.lax.map(lambda a: model.decoded(a[0], a[1], j * p - p, a[2]), args)
         pred = pred.reshape((-1,) + pred.shape[2:])[:s]
     tok_jbpd = pred.reshape(j, b, p, patch * c)
+    if model.linear_prior:  # mask j hides joint j's group only: one product for all masks
+        tok_jbpd = tok_jbpd + jnp.moveaxis(model.prior_all(tokens, valid_bn), 1, 0).reshape(
+            tok_jbpd.shape)
     recon_jbtc = jax.vmap(lambda tk, jj: model.untokens_joint(tk, ref, jj))(tok_jbpd,
                                                                             jnp.arange(j))
     return jnp.moveaxis(recon_jbtc, 0, 2)

@@ -33,11 +33,19 @@ def test_flop_counter_is_positive():
     assert benchmarking.peak_bytes(compiled) > 0
 
 
+@pytest.mark.parametrize("prior", [False, True])
 @pytest.mark.parametrize("chunk", [0, 3])  # 3: J * B = 20 rows, the last chunk padded
-def test_rows_only_decoding_equals_the_full_pass1(chunk):
-    _, m = _model()
+def test_rows_only_decoding_equals_the_full_pass1(chunk, prior):
+    cfg = default.tiny()
+    cfg.model.linear_prior = prior  # rows-only adds one product of all masks' priors
+    m = model_lib.create_model(cfg, **SHAPE)
+    if prior:
+        rng = np.random.default_rng(0)
+        m.prior_w[...] = jnp.asarray(0.1 * rng.normal(size=m.prior_w.shape), jnp.float32)
+        m.prior_b[...] = jnp.asarray(rng.normal(size=m.prior_b.shape), jnp.float32)
+        m.set_groups(np.array([0, 0] + list(range(1, SHAPE["num_joints"] - 1))))
     x = jnp.asarray(benchmarking.synthetic_batch(2, SHAPE)["angles"])
-    valid = jnp.ones(x.shape[:3], bool).at[0, :30, 4].set(False)
+    valid = jnp.ones(x.shape[:3], bool).at[0, :30, 4].set(False).at[1, :, 6].set(False)
     graphdef, state = nnx.split(m)
     full = jax.jit(lambda s: scoring.occlusion_recon(nnx.merge(graphdef, s), x, valid,
                                                      jax.random.key(0), rows_only=False))(state)

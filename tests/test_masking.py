@@ -46,6 +46,22 @@ def test_keep_indices_orders_visible_first_and_restores():
                                   np.broadcast_to(np.arange(6), (2, 6)))
 
 
+def test_keep_indices_equal_the_stable_sort_they_replace():
+    rng = np.random.default_rng(0)
+    visible = rng.random((3, 40, 50)) < rng.random((3, 40, 1))  # extra batch axis, as vmapped
+    visible[0, 0], visible[0, 1] = True, False  # all visible, none visible
+    visible = jnp.asarray(visible)
+    order = jnp.argsort(~visible, axis=-1, stable=True)
+    keep_idx, keep_valid, restore = jax.vmap(lambda v: masking.keep_indices(v, 50))(visible)
+    np.testing.assert_array_equal(keep_idx, order)
+    np.testing.assert_array_equal(restore, jnp.argsort(order, axis=-1, stable=True))
+    np.testing.assert_array_equal(keep_valid, jnp.take_along_axis(visible, order, -1))
+    perm = jnp.asarray(np.stack([rng.permutation(50) for _ in range(4)]))
+    inv = masking.inverse_permutation(perm)
+    np.testing.assert_array_equal(jnp.take_along_axis(perm, inv, -1),
+                                  np.broadcast_to(np.arange(50), (4, 50)))
+
+
 def test_random_tokens_count_and_validity():
     valid = jnp.arange(N) % 7 != 0
     for seed in range(5):
