@@ -4,7 +4,7 @@ models and the strides each never saw (out of fold), never the test split.
   python -m benchmarks.detection_study --workdir=runs/demo [--window=20 ...]
 
 For every fold k, its held-out strides are perturbed by the simulator (7 kinds x severities,
-one affected side per recording) and scored by fold model k; a calibration is fitted on the
+one affected side per recording, or both with --bilateral) and scored by fold model k; a calibration is fitted on the
 clean out-of-fold residuals of the OTHER folds' people (so the scored people are new to it
 too) and applied to fold k. Prints one JSON line per setting: stride- and trial-level
 localization (top-1, AUROC, flag recall / precision) per severity, the false-flag rate of
@@ -27,14 +27,18 @@ from gengait_jax.workdir import Workdir
 from tfds_gait import abnormalities
 
 STUDY = "study.npz"
+STUDY_BILATERAL = "study_bilateral.npz"
 BAND_GROUPS = 3  # as the default config's twin.band_groups
 
 
-def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
+def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0,
+               bilateral: bool = False) -> dict:
     """Perturbed out-of-fold strides with their fold model's pass-1 residuals, and the clean
-    ones' reconstruction errors with BAND_GROUPS random occlusion groups withheld (cached)."""
-    if wd.file(STUDY).exists():
-        return wd.arrays(STUDY)
+    ones' reconstruction errors with BAND_GROUPS random occlusion groups withheld (cached);
+    `bilateral`: every kind on both sides."""
+    name = STUDY_BILATERAL if bilateral else STUDY
+    if wd.file(name).exists():
+        return wd.arrays(name)
     strides = calibrate.normative_strides(wd)
     k = int(wd.config().calibration.folds)
     fold = data.folds(strides, k)
@@ -44,7 +48,8 @@ def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
         rec_id = np.char.add(np.char.add(held.subject.astype(str), "/"), held.trial.astype(str))
         sim = abnormalities.make_evaluation_set(held.x, held.side, held.joint_names,
                                                 severities=severities, seed=seed + i,
-                                                foot_off_pct=held.foot_off_pct, groups=rec_id)
+                                                foot_off_pct=held.foot_off_pct, groups=rec_id,
+                                                bilateral=bilateral)
         idx = np.concatenate([np.arange(len(held)), sim["clean_index"]])
         x = np.concatenate([held.x, np.where(held.valid[sim["clean_index"]][..., None],
                                              sim["angles"], np.nan)])
@@ -63,7 +68,7 @@ def make_study(wd: Workdir, severities=(0.5, 1.0), seed: int = 0) -> dict:
             trial=rec_id[idx]))
     out = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     out["joint_names"] = np.array(strides.joint_names)
-    wd.write_arrays(STUDY, **out)
+    wd.write_arrays(name, **out)
     return out
 
 
@@ -257,11 +262,13 @@ def main(argv: list[str]) -> None:
                    help="two-stage flags confirmed with the primary joints withheld")
     p.add_argument("--spread", action="store_true",
                    help="the per-phase spread of the references instead (deg)")
+    p.add_argument("--bilateral", action="store_true",
+                   help="every abnormality on both sides (a bilateral patient)")
     p.add_argument("--margin", type=float, default=1.0)
     p.add_argument("--dilate", type=int, default=1)
     a = p.parse_args(argv)
     wd = Workdir(a.workdir)
-    st = make_study(wd)
+    st = make_study(wd, bilateral=a.bilateral)
     cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
                         offsets=a.offsets, asymmetry=a.asymmetry,
                         joint_alpha=a.joint_alpha or None)
@@ -274,7 +281,8 @@ def main(argv: list[str]) -> None:
                "contralateral": a.contralateral}
     else:
         res = localize(st, cals, models)
-    print(json.dumps({"window": a.window, "alpha": a.alpha, "channels": a.channels,
+    print(json.dumps({"bilateral": a.bilateral, "window": a.window, "alpha": a.alpha,
+                      "channels": a.channels,
                       "offsets": a.offsets, "asymmetry": a.asymmetry,
                       "confirm": a.confirm, "joint_alpha": a.joint_alpha, **res}))
 

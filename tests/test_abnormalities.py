@@ -89,6 +89,18 @@ def test_trendelenburg_pelvis_mirror():
     assert y[:, NAMES.index("RHip"), 1].max() > 0  # stance hip adducts
 
 
+def test_bilateral_evaluation_set_perturbs_both_sides_as_two_one_sided_passes():
+    xs = np.stack([_stride(0), _stride(1)])
+    sim = ab.make_evaluation_set(xs, ["L", "R"], NAMES, severities=(1.0,), bilateral=True)
+    knee = list(sim["kind"]).index("stiff_knee")
+    lk, rk = NAMES.index("LKnee"), NAMES.index("RKnee")
+    assert sim["affected_side"][knee] == "LR" and sim["truth"][knee][[lk, rk], 0].all()
+    left, _ = ab.apply(xs[0], NAMES, "stiff_knee", side="L", stride_side="L")
+    both, _ = ab.apply(left, NAMES, "stiff_knee", side="R", stride_side="L")
+    np.testing.assert_array_equal(sim["angles"][knee], both)
+    assert (sim["angles"][knee][:, [lk, rk], 0] < xs[0][:, [lk, rk], 0] - 10).any(0).all()
+
+
 def test_evaluation_set_reproducible_by_seed():
     xs = np.stack([_stride(i) for i in range(3)])
     sides = ["L", "R", "L"]

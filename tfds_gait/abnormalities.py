@@ -195,9 +195,12 @@ def foot_offs(foot_off_pct, n: int) -> np.ndarray:
 def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
                         joint_names: Sequence[str], *, severities: Sequence[float] = (0.5, 1.0),
                         seed: int = 0, foot_off_pct=None, groups=None,
-                        positions: bool = False) -> dict[str, np.ndarray]:
+                        positions: bool = False, bilateral: bool = False
+                        ) -> dict[str, np.ndarray]:
     """Every stride x abnormality x severity, the affected side drawn by seed per stride/kind
-    (per group/kind with `groups` [S], e.g. the recording: a trial's strides share it).
+    (per group/kind with `groups` [S], e.g. the recording: a trial's strides share it), or
+    with `bilateral` each kind applied to the left side and then to the right ("LR"), as in
+    a bilateral patient (diplegic crouch).
 
     `foot_off_pct`: None (the reference), one value, or one per stride (NaN -> reference).
     `positions`: the strides are skeletons (apply_positions), else joint angles (apply); the
@@ -212,10 +215,13 @@ def make_evaluation_set(angles_stjc: np.ndarray, sides: Sequence[str],
     for i, (stride, stride_side) in enumerate(zip(angles_stjc, sides)):
         for kind in ABNORMALITIES:
             key = (i if groups is None else groups[i], kind)
-            side = drawn.setdefault(key, str(rng.choice(["L", "R"])))
+            side = "LR" if bilateral else drawn.setdefault(key, str(rng.choice(["L", "R"])))
             for sev in severities:
-                pert, truth = perturb(stride, joint_names, kind, side=side, severity=sev,
+                pert, truth = stride, False
+                for one in side:
+                    pert, t = perturb(pert, joint_names, kind, side=one, severity=sev,
                                       stride_side=str(stride_side), foot_off_pct=float(fo[i]))
+                    truth = truth | t
                 for k, v in zip(keys, (pert, i, kind, sev, side, truth)):
                     rows[k].append(v)
     out = {k: np.asarray(v) for k, v in rows.items()}
