@@ -281,14 +281,15 @@ def band_coverage(clean, twin, sd, replaced_ntj, truth_njc, k: float = 2.0) -> n
 
 
 def evaluate_strides(gg: GenGait, test: data.Strides, train: data.Strides, *,
-                     severities=(0.5, 1.0), seed: int = 0) -> dict:
-    """The whole evaluation of held-out strides (baselines fitted on `train`)."""
+                     severities=(0.5, 1.0), seed: int = 0, bilateral: bool = False) -> dict:
+    """The whole evaluation of held-out strides (baselines fitted on `train`); `bilateral`:
+    every abnormality on both sides of each recording instead of one."""
     ref = baselines.fit_reference(train.x, train.valid, train.side, train.subject)
     sim = abnormalities.make_evaluation_set(
         test.x, test.side, gg.joint_names, severities=tuple(severities), seed=seed,
         foot_off_pct=test.foot_off_pct,
         groups=np.char.add(np.char.add(test.subject.astype(str), "/"), test.trial.astype(str)),
-        positions=gg.meta.get("modality", "angles") == "positions")
+        positions=gg.meta.get("modality", "angles") == "positions", bilateral=bilateral)
     rec = build_records(test, sim)
     logging.info("evaluation set: %d clean + %d perturbed strides of %d subjects",
                  int((rec["kind"] == CLEAN).sum()), int((rec["kind"] != CLEAN).sum()),
@@ -304,19 +305,23 @@ def evaluate_strides(gg: GenGait, test: data.Strides, train: data.Strides, *,
 
 
 def evaluate(workdir: str, *, data_name: str | None = None, data_dir: str | None = None,
-             split: str = "test", severities=(0.5, 1.0), seed: int = 0) -> dict:
-    """Restores model + calibration of `workdir` and evaluates on `split` of its dataset."""
+             split: str = "test", severities=(0.5, 1.0), seed: int = 0,
+             bilateral: bool = False) -> dict:
+    """Restores model + calibration of `workdir` and evaluates on `split` of its dataset
+    (abnormalities on one side of each recording, or on both with `bilateral`)."""
     gg = GenGait.from_workdir(workdir)
     cfg = gg.cfg
     name, ddir = data_name or cfg.data.name, data_dir or cfg.data.data_dir
     modality = cfg.data.get("modality", "angles")
     test = data.load_split(name, split, ddir, modality)
     train = data.load_split(name, cfg.data.train_split, ddir, modality)
-    out = evaluate_strides(gg, test, train, severities=severities, seed=seed)
+    out = evaluate_strides(gg, test, train, severities=severities, seed=seed,
+                           bilateral=bilateral)
     out["setting"] = {"data_name": name, "data_dir": str(ddir), "split": split,
                       "workdir": str(workdir), "model_id": gg.meta.get("model_id"),
                       "step": gg.meta.get("step"), "calibration_id": gg.calibration.get("id"),
                       "severities": list(severities), "seed": seed,
+                      "perturbed_sides": "both" if bilateral else "one",
                       "n_test_strides": len(test),
                       "n_test_subjects": metrics.n_subjects(test.subject),
                       "test_cohorts": sorted(set(test.cohort.tolist())),

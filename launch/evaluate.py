@@ -2,10 +2,11 @@ r"""Evaluates a trained GenGait model against clinical baselines on simulated ab
 
   python -m launch.evaluate --workdir=runs/demo --output=runs/demo/evaluation
   python -m launch.evaluate --workdir=runs/demo --output=OUT --compare_workdir=runs/loco
+  python -m launch.evaluate --workdir=runs/demo --output=OUT --bilateral
 
 Writes OUT/evaluation.json, OUT/evaluation.md (one table per abnormality) and PNG plots, then
 prints the summary table. --compare_workdir adds a second setting (e.g. a leave-one-cohort-out
-model, or the synthetic cohort).
+model, or the synthetic cohort). --bilateral perturbs both sides of every recording.
 """
 
 from absl import flags
@@ -21,6 +22,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: the m
 _SEVERITIES = flags.DEFINE_list("severities", ["0.5", "1.0"], "Simulator severities.")
 _SEED = flags.DEFINE_integer("seed", 0, "Simulator / chance seed.")
 _COMPARE = flags.DEFINE_string("compare_workdir", None, "Optional second setting to report.")
+_BILATERAL = flags.DEFINE_bool("bilateral", False, "Every abnormality on both sides of each "
+                               "recording (a bilateral patient) instead of one side.")
 
 
 def main() -> None:
@@ -28,7 +31,7 @@ def main() -> None:
     compilation_cache.enable()
     out = _OUTPUT.value or f"{_WORKDIR.value}/evaluation"
     kw = dict(split=_SPLIT.value, severities=tuple(float(s) for s in _SEVERITIES.value),
-              seed=_SEED.value)
+              seed=_SEED.value, bilateral=_BILATERAL.value)
     ev = evaluation.evaluate(_WORKDIR.value, data_name=_DATA_NAME.value,
                              data_dir=_DATA_DIR.value, **kw)
     if _COMPARE.value:

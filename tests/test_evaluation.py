@@ -233,6 +233,23 @@ def test_launcher_writes_json_markdown_and_plots(tiny_workdir, tmp_path):
     assert "| all abnormalities |" in r.stdout
 
 
+def test_bilateral_evaluation_perturbs_both_sides_of_every_recording(tiny_workdir,
+                                                                      monkeypatch):
+    from tfds_gait import abnormalities, joints
+    made = []
+    real = abnormalities.make_evaluation_set
+    monkeypatch.setattr(abnormalities, "make_evaluation_set",
+                        lambda *a, **kw: made.append(real(*a, **kw)) or made[-1])
+    ev = evaluation.evaluate(str(tiny_workdir), severities=(1.0,), bilateral=True)
+    assert ev["setting"]["perturbed_sides"] == "both"
+    sim, = made
+    names = list(joints.joint_names("lower"))
+    knee = sim["kind"] == "stiff_knee"
+    assert knee.any() and (sim["affected_side"] == "LR").all()
+    assert sim["truth"][knee][:, [names.index("LKnee"), names.index("RKnee")], 0].all()
+    assert ev["per_abnormality"]["stiff_knee"]["localization"]["n_strides"] == knee.sum()
+
+
 def test_launcher_missing_workdir_is_one_line_error(tmp_path):
     import subprocess
     import sys
