@@ -4,13 +4,13 @@ models and the strides each never saw (out of fold), never the test split.
   python -m benchmarks.detection_study --workdir=runs/demo [--window=20 ...]
 
 For every fold k, its held-out strides are perturbed by the simulator (7 kinds x severities,
-one affected side per recording, or both with --bilateral) and scored by fold model k; a calibration is fitted on the
-clean out-of-fold residuals of the OTHER folds' people (so the scored people are new to it
-too) and applied to fold k. Prints one JSON line per setting: stride- and trial-level
-localization (top-1, AUROC, flag recall / precision) per severity, the false-flag rate of
-clean trials, and (with --twin=joint|phase) the twin's deviation from the clean stride on
-the truly affected channels, before / after with the trial's own flags and with the true
-joints, against the population mean curve of the other folds' strides.
+one affected side per recording, or both with --bilateral) and scored by fold model k; a
+calibration is fitted on the clean out-of-fold residuals of the OTHER folds' people (so the
+scored people are new to it too) and applied to fold k. Prints one JSON line per setting:
+stride- and trial-level localization (top-1, AUROC, flag recall / precision) per severity,
+the false-flag rate of clean trials, and (with --twin=joint|phase) the twin's deviation from
+the clean stride on the truly affected channels, before / after with the trial's own flags
+and with the true joints, against the population mean curve of the other folds' strides.
 """
 
 from __future__ import annotations
@@ -282,8 +282,7 @@ def main(argv: list[str]) -> None:
     else:
         res = localize(st, cals, models)
     print(json.dumps({"bilateral": a.bilateral, "window": a.window, "alpha": a.alpha,
-                      "channels": a.channels,
-                      "offsets": a.offsets, "asymmetry": a.asymmetry,
+                      "channels": a.channels, "offsets": a.offsets, "asymmetry": a.asymmetry,
                       "confirm": a.confirm, "joint_alpha": a.joint_alpha, **res}))
 
 
