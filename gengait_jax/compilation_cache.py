@@ -9,9 +9,15 @@ import jax
 DEFAULT_DIR = os.path.join(os.path.expanduser("~"), ".cache", "gengait_jax", "xla")
 
 
-def enable(cache_dir: str | None = None) -> str:
+def cache_dir() -> str:
+    """GENGAIT_JAX_CACHE, else JAX's own JAX_COMPILATION_CACHE_DIR, else ~/.cache/gengait_jax."""
+    return (os.environ.get("GENGAIT_JAX_CACHE") or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+            or DEFAULT_DIR)
+
+
+def enable(path: str | None = None) -> str:
     """Caches compiled programs on disk so a new process (e.g. detect) does not recompile."""
-    path = cache_dir or os.environ.get("GENGAIT_JAX_CACHE", DEFAULT_DIR)
+    path = path or cache_dir()
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

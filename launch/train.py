@@ -13,7 +13,7 @@ import os
 from absl import flags, logging
 from ml_collections import config_flags
 
-from gengait_jax import cli, configs
+from gengait_jax import cli, compilation_cache, configs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", configs.DEMO, "Preset file:name (gengait_jax/configs/default.py:tiny|demo|paper).",
@@ -33,6 +33,7 @@ def main() -> None:
         jax.distributed.initialize(  # (jax itself reads JAX_COORDINATOR_ADDRESS)
             num_processes=env("JAX_NUM_PROCESSES"), process_id=env("JAX_PROCESS_ID"))
     from gengait_jax import train  # noqa: PLC0415  (after initialize, see above)
+    compilation_cache.enable()  # the fold models and a restart reuse the compiled steps
     cfg = configs.validate(_CONFIG.value)
     train.prepare_data(cfg)
     final = train.train_calibrated(cfg, _WORKDIR.value)

@@ -41,12 +41,9 @@ def _cmd(workdir, data_dir, *extra) -> list[str]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict:
     """2 CPU devices and one persistent compilation cache for every run of this module."""
-    cache = tmp_path_factory.mktemp("xla")
     return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
                 XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                JAX_COMPILATION_CACHE_DIR=str(cache),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+                GENGAIT_JAX_CACHE=str(tmp_path_factory.mktemp("xla")))
 
 
 def _run(cmd, env) -> subprocess.CompletedProcess:
@@ -86,6 +83,7 @@ def reference(tmp_path_factory, env, embedded_data_dir):
     workdir = tmp_path_factory.mktemp("reference")
     _ok(_run(_cmd(workdir, embedded_data_dir), env))
     assert _steps(workdir) == [STEPS - 2 * EVERY, STEPS - EVERY, STEPS]
+    assert os.listdir(env["GENGAIT_JAX_CACHE"]), "launch.train left its compiled steps uncached"
     return workdir
 
 
