@@ -231,22 +231,6 @@ def test_bucket_data_dir_and_bad_values_are_one_line_config_errors():
     assert "calibration.channels='some'" in line
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-    """A persistent XLA cache for this module, so runs of an identical step compile once."""
-    from jax.experimental.compilation_cache import compilation_cache as cc
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
-    old = {n: getattr(jax.config, n) for n in names}
-    for n, v in zip(names, (str(tmp_path_factory.mktemp("xla_cache")), 0, 0)):
-        jax.config.update(n, v)
-    cc.reset_cache()
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-    cc.reset_cache()
-
-
 @pytest.fixture(scope="module")
 def gait_data(request) -> train.TrainData:
     """The embedded cohort when conftest provides it, else in-memory strides."""
