@@ -16,9 +16,11 @@ def cache_dir() -> str:
 
 
 def enable(path: str | None = None) -> str:
-    """Caches compiled programs on disk so a new process (e.g. detect) does not recompile."""
+    """Caches compiled programs on disk so a new process (e.g. detect) does not recompile.
+
+    JAX creates the directory at the first compile; a gs:// path (a cache shared by the hosts of
+    a TPU slice) stays remote."""
     path = path or cache_dir()
-    os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
