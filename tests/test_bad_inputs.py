@@ -383,7 +383,7 @@ def cli_results(detect_workdir, tmp_path_factory, embedded_data_dir):
     d = tmp_path_factory.mktemp("cli")
     cases = _cli_cases(d, detect_workdir)
     os.symlink(embedded_data_dir, d / "dd")  # T1 must get past data preparation
-    env = dict(os.environ, JAX_PLATFORMS="cpu", GENGAIT_JAX_CACHE=str(d / "xla"))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     run = lambda argv: subprocess.run([sys.executable, "-m", *argv], cwd=ROOT, env=env,
                                       capture_output=True, text=True, timeout=300)
     with futures.ThreadPoolExecutor(3) as pool:

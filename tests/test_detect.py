@@ -29,10 +29,9 @@ def workdir(tmp_path_factory):
     return str(g.write_workdir(tmp_path_factory.mktemp("wd") / "run"))
 
 
-def _detect(*args: str, cache: str = "") -> subprocess.CompletedProcess:
-    """Runs the launcher in a fresh process (XLA cache in `cache`, else a throwaway one)."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               GENGAIT_JAX_CACHE=cache or os.path.join(os.path.dirname(args[-1][9:]), "xla"))
+def _detect(*args: str) -> subprocess.CompletedProcess:
+    """Runs the launcher in a fresh process (with the session's XLA cache, tests/conftest.py)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.run([sys.executable, "-m", "launch.detect", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
 
