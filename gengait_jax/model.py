@@ -9,6 +9,8 @@ non-trainable variables, so callers work in physical units (degrees, mm, ...).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -38,6 +40,20 @@ def attention_implementation(requested: str, backend: str, dtype, head_dim: int)
     raise ValueError(f"model.attention={requested!r}: one of 'auto', 'einsum', 'cudnn'")
 
 
+def _softmax_product(logits: jax.Array, keep: jax.Array | None, v: jax.Array, spec: str,
+                     rows: tuple[int, ...] | None = None) -> jax.Array:
+    """Softmax over the last axis of float32 `logits` (keys where `keep` is False ignored), then
+    the product with the values (`spec`), normalized AFTER the product: the row sums divide the
+    [..., D] result, not the [..., K] weights (`rows`: how the logits' row axes are permuted
+    into the result's, if they are)."""
+    if keep is not None:
+        logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
+    weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
+    out = jnp.einsum(spec, weights.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    sums = weights.sum(axis=-1)
+    return out / (sums if rows is None else sums.transpose(rows))[..., None]
+
+
 def attention(q_bqhd: jax.Array, k_bkhd: jax.Array, v_bkhd: jax.Array,
               kv_len_b: jax.Array | None, implementation: str = "einsum") -> jax.Array:
     """Softmax attention [B, Q, H, D]; keys at or beyond kv_len_b are ignored.
@@ -55,24 +71,58 @@ def attention(q_bqhd: jax.Array, k_bkhd: jax.Array, v_bkhd: jax.Array,
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q_bqhd, k_bkhd, v_bkhd))
     q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-    if kv_len_b is not None:
-        keep = jnp.arange(k.shape[2]) < kv_len_b[:, None, None, None]
-        logits = jnp.where(keep, logits, jnp.finfo(jnp.float32).min)
-    weights = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
-    out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(v.dtype), v,
-                     preferred_element_type=jnp.float32)
-    out = out / weights.sum(axis=-1, keepdims=True)
+    keep = None if kv_len_b is None else (
+        jnp.arange(k.shape[2]) < kv_len_b[:, None, None, None])
+    out = _softmax_product(logits, keep, v, "bhqk,bhkd->bhqd")
     return out.astype(v.dtype).transpose(0, 2, 1, 3)
 
 
+def factorized_attention(q_bnhd: jax.Array, k_bnhd: jax.Array, v_bnhd: jax.Array,
+                         key_valid_bn: jax.Array | None, num_joints: int) -> jax.Array:
+    """Factorized dot-product attention over the joint x time token grid [B, N, H, D] (tokens
+    joint-major, N = J * P; ViViT's "factorized dot-product attention"): the first half of the
+    heads attend across joints within the token's time patch, the second half across time
+    within its joint. Keys where key_valid_bn is False are ignored. The softmax tensors are
+    [B, P, H/2, J, J] and [B, J, H/2, P, P] instead of [B, H, N, N]."""
+    b, n, h, d = q_bnhd.shape
+    p, hs = n // num_joints, h // 2
+    q, k, v = (x.reshape(b, num_joints, p, h, d) for x in (q_bnhd, k_bnhd, v_bnhd))
+    q = q * jnp.asarray(d ** -0.5, q.dtype)
+    keep = None if key_valid_bn is None else key_valid_bn.reshape(b, num_joints, p)
+    across_joints = _softmax_product(
+        jnp.einsum("bjphd,bkphd->bphjk", q[:, :, :, :hs], k[:, :, :, :hs],
+                   preferred_element_type=jnp.float32),
+        None if keep is None else keep.transpose(0, 2, 1)[:, :, None, None, :],
+        v[:, :, :, :hs], "bphjk,bkphd->bjphd", (0, 3, 1, 2))
+    across_time = _softmax_product(
+        jnp.einsum("bjphd,bjqhd->bjhpq", q[:, :, :, hs:], k[:, :, :, hs:],
+                   preferred_element_type=jnp.float32),
+        None if keep is None else keep[:, :, None, None, :],
+        v[:, :, :, hs:], "bjhpq,bjqhd->bjphd", (0, 1, 3, 2))
+    out = jnp.concatenate([across_joints, across_time], axis=3)
+    return out.astype(v_bnhd.dtype).reshape(b, n, h, d)
+
+
+class TokenGrid(NamedTuple):
+    """Where a block's rows lie on the joint x time token grid (factorized attention)."""
+    num_joints: int
+    keep_idx: jax.Array | None = None  # [B, K] each row's token; None: the rows are all tokens
+    restore: jax.Array | None = None   # [B, N] each token's row (>= K: none, zeros)
+    keys: jax.Array | None = None      # [B, N] tokens that are attended to; None: all
+
+
 class Block(nnx.Module):
-    """Pre-LN Transformer block with fused QKV and fused attention."""
+    """Pre-LN Transformer block with fused QKV and fused attention (full, or factorized over
+    joints and time)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: int, dtype, *, rngs: nnx.Rngs,
-                 attention: str = "auto"):
-        self.heads = heads
-        self.implementation = attention_implementation(attention, jax.default_backend(), dtype,
-                                                       width // heads)
+                 attention: str = "auto", factorized: bool = False):
+        if factorized and heads % 2:
+            raise ValueError(f"model.factorized needs an even number of heads, got {heads}")
+        self.heads, self.factorized = heads, factorized
+        implementation = attention_implementation(attention, jax.default_backend(), dtype,
+                                                  width // heads)
+        self.implementation = "einsum" if factorized else implementation  # [J, J] / [P, P]
         self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
         self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
@@ -81,24 +131,46 @@ class Block(nnx.Module):
         self.fc2 = nnx.Linear(mlp_ratio * width, width, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_bnd: jax.Array, kv_len_b: jax.Array | None,
-                 query_bq: jax.Array | None = None) -> jax.Array:
-        """Attention (keys beyond kv_len_b ignored) and MLP; only rows query_bq if given."""
+                 query_bq: jax.Array | None = None, grid: TokenGrid | None = None) -> jax.Array:
+        """Attention (keys beyond kv_len_b ignored; with `factorized`, the keys of `grid`) and
+        MLP; only rows query_bq if given."""
         b, n, d = x_bnd.shape
         qkv = self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
-        q = qkv[:, :, 0]
-        if query_bq is not None:  # queries of the rows that are read; keys/values of all
-            q = jnp.take_along_axis(q, query_bq[:, :, None, None], axis=1)
+        if self.factorized:
+            att = _grid_attention(qkv, grid)
+            if query_bq is not None:
+                att = jnp.take_along_axis(att, query_bq[:, :, None, None], axis=1)
+        else:
+            q = qkv[:, :, 0]
+            if query_bq is not None:  # queries of the rows that are read; keys/values of all
+                q = jnp.take_along_axis(q, query_bq[:, :, None, None], axis=1)
+            att = attention(q, qkv[:, :, 1], qkv[:, :, 2], kv_len_b, self.implementation)
+        if query_bq is not None:
             x_bnd = jnp.take_along_axis(x_bnd, query_bq[..., None], axis=1)
-        att = attention(q, qkv[:, :, 1], qkv[:, :, 2], kv_len_b, self.implementation)
         x_bnd = x_bnd + self.out(att.reshape(x_bnd.shape))
         return x_bnd + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_bnd))))
 
 
+def _grid_attention(qkv_bn3hd: jax.Array, grid: TokenGrid) -> jax.Array:
+    """`factorized_attention` of rows laid out by `grid`: scattered onto the token grid, attended
+    there, gathered back to the rows [B, rows, H, D]."""
+    if grid.restore is not None:
+        b, k = qkv_bn3hd.shape[:2]
+        pad = jnp.zeros((b, grid.restore.shape[1] - k, *qkv_bn3hd.shape[2:]), qkv_bn3hd.dtype)
+        qkv_bn3hd = jnp.take_along_axis(jnp.concatenate([qkv_bn3hd, pad], axis=1),
+                                        grid.restore[:, :, None, None, None], axis=1)
+    att = factorized_attention(qkv_bn3hd[:, :, 0], qkv_bn3hd[:, :, 1], qkv_bn3hd[:, :, 2],
+                               grid.keys, grid.num_joints)
+    if grid.keep_idx is not None:
+        att = jnp.take_along_axis(att, grid.keep_idx[:, :, None, None], axis=1)
+    return att
+
+
 def _stack(depth: int, width: int, heads: int, mlp_ratio: int, dtype, rngs: nnx.Rngs,
-           attention: str):
+           attention: str, factorized: bool):
     """A list of `depth` blocks."""
-    return nnx.List([Block(width, heads, mlp_ratio, dtype, rngs=rngs, attention=attention)
-                     for _ in range(depth)])
+    return nnx.List([Block(width, heads, mlp_ratio, dtype, rngs=rngs, attention=attention,
+                           factorized=factorized) for _ in range(depth)])
 
 
 class GenGaitMAE(nnx.Module):
@@ -135,15 +207,16 @@ class GenGaitMAE(nnx.Module):
         self.joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.width)))
         self.time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.width)))
         attention = cfg.get("attention", "auto")
+        self.factorized = bool(cfg.get("factorized", False))
         self.encoder = _stack(cfg.depth, cfg.width, cfg.heads, cfg.mlp_ratio, dtype, rngs,
-                              attention)
+                              attention, self.factorized)
         self.enc_norm = nnx.LayerNorm(cfg.width, dtype=dtype, rngs=rngs)
         self.dec_embed = nnx.Linear(cfg.width, cfg.dec_width, dtype=dtype, rngs=rngs)
         self.mask_token = nnx.Param(init(rngs.params(), (cfg.dec_width,)))
         self.dec_joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.dec_width)))
         self.dec_time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.dec_width)))
         self.decoder = _stack(cfg.dec_depth, cfg.dec_width, cfg.dec_heads, cfg.mlp_ratio, dtype,
-                              rngs, attention)
+                              rngs, attention, self.factorized)
         self.dec_norm = nnx.LayerNorm(cfg.dec_width, dtype=dtype, rngs=rngs)
         self.head = nnx.Linear(cfg.dec_width, token_dim, dtype=dtype, rngs=rngs)
 
@@ -207,8 +280,9 @@ class GenGaitMAE(nnx.Module):
         pos_bkd = self._pos(self.joint_emb, self.time_emb)[keep_idx]
         x_bkd = self.embed(tok_bkd) + pos_bkd
         kv_len = jnp.maximum(keep_valid.sum(axis=-1), 1).astype(jnp.int32)  # no empty softmax
+        grid = TokenGrid(self.num_joints, keep_idx, restore, visible_bn)
         for block in self.encoder:
-            x_bkd = block(x_bkd, kv_len)
+            x_bkd = block(x_bkd, kv_len, grid=grid)
         return self.enc_norm(x_bkd), keep_valid, restore
 
     def decode(self, latents_bkd: jax.Array, keep_valid_bk: jax.Array,
@@ -224,7 +298,8 @@ class GenGaitMAE(nnx.Module):
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
         # The last block (and the head) only computes the rows that are read.
         for i, block in enumerate(self.decoder):
-            y = block(y, None, query_idx if i == len(self.decoder) - 1 else None)
+            y = block(y, None, query_idx if i == len(self.decoder) - 1 else None,
+                      TokenGrid(self.num_joints))
         if query_idx is not None and not len(self.decoder):
             y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)

@@ -33,11 +33,15 @@ def test_flop_counter_is_positive():
     assert benchmarking.peak_bytes(compiled) > 0
 
 
-@pytest.mark.parametrize("prior", [False, True])
-@pytest.mark.parametrize("chunk", [0, 3])  # 3: J * B = 20 rows, the last chunk padded
-def test_rows_only_decoding_equals_the_full_pass1(chunk, prior):
+# chunk 3: J * B = 20 rows, the last chunk padded; prior: rows-only adds one product of all
+# masks' priors; factorized: the last block's rows gathered after the grid attention
+@pytest.mark.parametrize("chunk,prior,factorized", [(0, False, False), (3, False, False),
+                                                    (0, True, False), (3, True, False),
+                                                    (3, True, True)])
+def test_rows_only_decoding_equals_the_full_pass1(chunk, prior, factorized):
     cfg = default.tiny()
-    cfg.model.linear_prior = prior  # rows-only adds one product of all masks' priors
+    cfg.model.linear_prior = prior
+    cfg.model.factorized = factorized
     m = model_lib.create_model(cfg, **SHAPE)
     if prior:
         rng = np.random.default_rng(0)
@@ -54,10 +58,12 @@ def test_rows_only_decoding_equals_the_full_pass1(chunk, prior):
     np.testing.assert_allclose(rows, full, rtol=1e-4, atol=1e-4)
 
 
-def test_torch_reference_has_the_same_parameters_and_shapes():
+@pytest.mark.parametrize("factorized", [False, True])
+def test_torch_reference_has_the_same_parameters_and_shapes(factorized):
     torch = pytest.importorskip("torch")
     from benchmarks import torch_reference
     cfg, m = _model()
+    cfg.model.factorized = factorized
     ref = torch_reference.create(cfg, SHAPE)
     n_jax = sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
     assert torch_reference.num_params(ref) == n_jax
@@ -74,6 +80,52 @@ def test_torch_reference_has_the_same_parameters_and_shapes():
         1, rows[..., None].expand(-1, -1, tok.shape[-1])).detach().numpy(), atol=1e-5)
     run = torch_reference.scoring_fn(ref, x, cfg.model.patch, 10)
     assert run().shape == (10, 3, 25, 12)  # [mask/joint, B, patches, patch * C]
+
+
+def test_torch_reference_linear_prior_equals_the_jax_one():
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_reference
+    cfg = default.tiny()
+    cfg.model.linear_prior = True
+    m = model_lib.create_model(cfg, **SHAPE)
+    ref = torch_reference.create(cfg, SHAPE)
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=m.prior_w.shape).astype(np.float32)
+    b = rng.normal(size=m.prior_b.shape).astype(np.float32)
+    m.prior_w[...], m.prior_b[...] = jnp.asarray(w), jnp.asarray(b)
+    ref.prior_w.copy_(torch.from_numpy(w))
+    ref.prior_b.copy_(torch.from_numpy(b))
+    tok = rng.normal(size=(3, 250, 12)).astype(np.float32)
+    vis = np.ones((3, 250), bool)
+    vis[0, :25] = vis[1, 50:100] = False  # joint 0 / joints 2, 3 hidden
+    vis[2, ::3] = False  # no joint fully hidden: no prior
+    got = ref._prior(torch.from_numpy(tok), torch.from_numpy(vis)).numpy()
+    np.testing.assert_allclose(got, m.prior(jnp.asarray(tok), jnp.asarray(vis)),
+                               rtol=1e-4, atol=1e-3)
+    assert np.abs(got[0, :25]).min() > 0 and not got[2].any()
+
+
+@pytest.mark.parametrize("encoder", [True, False])  # rows = visible slots / all tokens
+def test_torch_reference_factorized_attention_equals_the_jax_one(encoder):
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_reference
+    j, p, h, d = 10, 6, 4, 8
+    visible = np.array(jax.random.uniform(jax.random.key(1), (2, j * p)) < 0.4)
+    visible[1, :p] = False  # a whole joint hidden: time rows without keys
+    if encoder:
+        keep, keep_valid, restore = masking.keep_indices(jnp.asarray(visible),
+                                                         int(visible.sum(1).max()) + 3)
+        grid = model_lib.TokenGrid(j, keep, restore, jnp.asarray(visible))
+        t_grid = (torch.from_numpy(np.asarray(keep)), torch.from_numpy(np.asarray(restore)),
+                  torch.from_numpy(visible))
+        rows = np.asarray(keep_valid)
+    else:
+        grid, t_grid, rows = model_lib.TokenGrid(j), (None, None, None), np.ones((2, j * p), bool)
+    qkv = np.asarray(jax.random.normal(jax.random.key(0), (2, rows.shape[1], 3, h, d)))
+    got = model_lib._grid_attention(jnp.asarray(qkv), grid)
+    ref = torch_reference._grid_attention(torch.from_numpy(qkv), t_grid, j).transpose(1, 2)
+    assert got.shape == ref.shape == (2, rows.shape[1], h, d)
+    np.testing.assert_allclose(np.asarray(got)[rows], ref.numpy()[rows], atol=1e-5)
 
 
 def test_quick_cli_on_tiny_writes_every_required_key(tmp_path, embedded_data_dir):

@@ -20,8 +20,9 @@ def _apply(m, tok, vis, k):
     return m(tok, vis, k)
 
 
-def _model():
+def _model(factorized: bool = False):
     cfg = default.tiny()
+    cfg.model.factorized = factorized
     return cfg, model_lib.create_model(cfg, num_frames=T, num_joints=J, num_channels=C)
 
 
@@ -39,8 +40,9 @@ def test_output_shapes_and_keep_count():
     assert m.untokens(_apply(m, tok, vis, k), m.reference(x)).shape == x.shape
 
 
-def test_changing_hidden_tokens_does_not_change_output():
-    cfg, m = _model()
+@pytest.mark.parametrize("factorized", [False, True])
+def test_changing_hidden_tokens_does_not_change_output(factorized):
+    cfg, m = _model(factorized)
     n = J * T // cfg.model.patch
     tok = jax.random.normal(jax.random.key(0), (2, n, cfg.model.patch * C))
     vis = jnp.arange(n)[None].repeat(2, 0) % 3 == 0
@@ -178,3 +180,52 @@ def test_einsum_attention_equals_jax_dot_product_attention(dtype):
         *(x.astype(jnp.float32) for x in (q, k, v)))
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def _grid_masks(keys_bn: np.ndarray, heads: int) -> np.ndarray:
+    """Dense [B, H, N, N] masks of factorized attention: first half of the heads within a time
+    patch, second half within a joint, keys where keys_bn."""
+    n = keys_bn.shape[1]
+    jj, pp = np.arange(n) // (n // J), np.arange(n) % (n // J)
+    per_head = [pp[:, None] == pp[None]] * (heads // 2) + [jj[:, None] == jj[None]] * (heads // 2)
+    return np.stack(per_head)[None] & keys_bn[:, None, None, :]
+
+
+def test_factorized_attention_attends_within_a_time_patch_or_a_joint():
+    b, n, h, d = 3, J * 6, 4, 8
+    kq, kk, kv, km = jax.random.split(jax.random.key(0), 4)
+    q, k, v = (jax.random.normal(x, (b, n, h, d)) for x in (kq, kk, kv))
+    keys = np.array(jax.random.uniform(km, (b, n)) < 0.5)
+    keys[:, ::7] = True
+    mask = _grid_masks(keys, h)
+    rows = mask.any(-1).transpose(0, 2, 1)[..., None]  # [B, N, H, 1]: rows with a key
+    ref = jax.nn.dot_product_attention(q, k, v, mask=jnp.asarray(mask))
+    got = model_lib.factorized_attention(q, k, v, jnp.asarray(keys), J)
+    assert got.shape == q.shape
+    np.testing.assert_allclose(np.where(rows, got, 0), np.where(rows, ref, 0), atol=1e-5)
+    loss = lambda f: lambda q, k, v: jnp.sum(jnp.where(rows, f(q, k, v), 0.0) ** 2)
+    g_ref = jax.grad(loss(lambda *a: jax.nn.dot_product_attention(*a, mask=jnp.asarray(mask))),
+                     argnums=(0, 1, 2))(q, k, v)
+    g = jax.grad(loss(lambda *a: model_lib.factorized_attention(*a, jnp.asarray(keys), J)),
+                 argnums=(0, 1, 2))(q, k, v)
+    for a, r in zip(g, g_ref):
+        np.testing.assert_allclose(a, r, atol=1e-4, rtol=1e-4)
+    # a token of another joint AND another patch never matters: change it, same output
+    far = (np.arange(n) // 6 != 0) & (np.arange(n) % 6 != 0)
+    k2 = jnp.where(far[None, :, None, None], 100.0, k)
+    np.testing.assert_array_equal(
+        model_lib.factorized_attention(q, k2, v, jnp.asarray(keys), J)[:, 0], got[:, 0])
+
+
+def test_factorized_model_reaches_every_token_in_two_blocks_and_needs_even_heads():
+    cfg, m = _model(factorized=True)  # one encoder and one decoder block
+    p = T // cfg.model.patch
+    tok = jax.random.normal(jax.random.key(0), (1, J * p, cfg.model.patch * C))
+    vis = jnp.ones((1, J * p), bool).at[:, :p].set(False)  # joint 0 hidden
+    out = _apply(m, tok, vis, J * p - p)
+    # joint 0's last token sees the last joint's first token: another joint at another time
+    tok2 = tok.at[:, (J - 1) * p].add(1.0)
+    assert not np.allclose(_apply(m, tok2, vis, J * p - p)[:, p - 1], out[:, p - 1])
+    cfg.model.heads = 3
+    with pytest.raises(ValueError, match="even number of heads"):
+        model_lib.create_model(cfg, num_frames=T, num_joints=J, num_channels=C)

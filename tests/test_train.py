@@ -116,9 +116,10 @@ def test_sharded_step_equals_single_device_step():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def _model_and_batch(n=8):
+def _model_and_batch(n=8, factorized=False):
     """A tiny model with stats and a batch with dropouts."""
     cfg = _cfg()
+    cfg.model.factorized = factorized
     model = model_lib.create_model(cfg, **SHAPE)
     model.set_stats(*_stats())
     return cfg, model, _stack(_strides(n, 2, dropout_every=2))
@@ -159,9 +160,11 @@ def test_encoder_input_is_the_visible_tokens(monkeypatch):
     assert ((hidden_j >= 1) & (hidden_j <= cfg.mask.max_hidden_joints)).all()
 
 
-@pytest.mark.parametrize("block_prob,ratio", [(0.0, 0.75), (1.0, 0.75), (1.0, 0.1)])
-def test_decoding_only_the_loss_rows_gives_the_full_loss(monkeypatch, block_prob, ratio):
-    cfg, model, batch = _model_and_batch(16)
+@pytest.mark.parametrize("block_prob,ratio,factorized", [(0.0, 0.75, False), (1.0, 0.75, False),
+                                                         (1.0, 0.1, False), (1.0, 0.75, True)])
+def test_decoding_only_the_loss_rows_gives_the_full_loss(monkeypatch, block_prob, ratio,
+                                                         factorized):
+    cfg, model, batch = _model_and_batch(16, factorized)
     cfg.mask.update(time_block_prob=block_prob, ratio=ratio, max_block=6)
     model.set_groups(np.arange(J) // 2)  # pairs of joints are one signal: 3 groups = 6 joints
     batch["valid"][::3, 20:] = False  # mostly invalid strides: fewer valid tokens than K

@@ -30,6 +30,7 @@ def _base() -> ml_collections.ConfigDict:
         dec_width=96, dec_depth=2, dec_heads=4,
         dtype="float32",  # compute dtype; params stay float32
         attention="auto",  # "auto": cuDNN flash attention on GPU in bf16/fp16, else "einsum"
+        factorized=False,  # half the heads attend across joints, half across time (ViViT)
         layout="stride",  # "own_phase": every joint in its own gait cycle (the other side's
                           # joints rolled by half a cycle), one layout for left and right strides
         mean_curve_residual=True,  # tokens = deviation from the train split's mean curve
