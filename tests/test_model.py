@@ -229,3 +229,10 @@ def test_factorized_model_reaches_every_token_in_two_blocks_and_needs_even_heads
     cfg.model.heads = 3
     with pytest.raises(ValueError, match="even number of heads"):
         model_lib.create_model(cfg, num_frames=T, num_joints=J, num_channels=C)
+
+
+def test_a_config_from_before_factorized_attention_builds_full_attention():
+    cfg = default.tiny()
+    del cfg.model["factorized"]  # workdirs written before the option existed
+    m = model_lib.create_model(cfg, num_frames=T, num_joints=J, num_channels=C)
+    assert not m.factorized and not any(b.factorized for b in [*m.encoder, *m.decoder])
