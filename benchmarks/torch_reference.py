@@ -109,7 +109,7 @@ class TorchMAE(nn.Module):
                                      for _ in range(m.dec_depth))
         self.dec_norm = nn.LayerNorm(dw, eps=1e-6)
         self.head = nn.Linear(dw, m.patch * num_channels)
-        self.patch, self.num_channels = m.patch, num_channels
+        self.patch = m.patch
         if m.get("linear_prior", False):  # the JAX model's linear body prior (not trained)
             self.register_buffer("prior_w", torch.zeros(
                 num_joints, num_joints * p * num_channels, p * m.patch * num_channels))

@@ -297,9 +297,9 @@ class GenGaitMAE(nnx.Module):
         y = jnp.take_along_axis(y, restore_bn[..., None], axis=1)
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
         # The last block (and the head) only computes the rows that are read.
+        grid = TokenGrid(self.num_joints)  # the rows are all tokens, all of them keys
         for i, block in enumerate(self.decoder):
-            y = block(y, None, query_idx if i == len(self.decoder) - 1 else None,
-                      TokenGrid(self.num_joints))
+            y = block(y, None, query_idx if i == len(self.decoder) - 1 else None, grid)
         if query_idx is not None and not len(self.decoder):
             y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)
