@@ -1,8 +1,9 @@
 """The GenGait masked autoencoder (Flax NNX).
 
 The encoder sees only the visible tokens (gathered into K slots, padding masked out of
-attention); a light decoder runs over all N tokens, hidden ones replaced by a shared mask
-token, and predicts every token. The model is agnostic to what the C channels mean: it
+attention; with factorized attention and most tokens visible, on the token grid with the
+hidden ones masked out as keys); a light decoder runs over all N tokens, hidden ones replaced
+by a shared mask token, and predicts every token. The model is agnostic to what the C channels mean: it
 normalizes each (joint, channel) with statistics of the training split that it carries as
 non-trainable variables, so callers work in physical units (degrees, mm, ...).
 """
@@ -17,6 +18,13 @@ import ml_collections
 from flax import nnx
 
 from gengait_jax import masking
+
+# Factorized attention only (BUILD_NOTES "Pass 1 on the token grid"): the encoder runs on the
+# whole token grid, not on K gathered slots, when K >= this share of the N tokens (pass 1's
+# one-joint masks: 0.9; the random training masks: 0.25); and a block that computes only Q
+# query rows gathers each row's keys when Q <= this share of N (pass 1: Q = N / J).
+GRID_ENCODER_SHARE = 0.75
+QUERY_ROWS_SHARE = 0.25
 
 
 class Stat(nnx.Variable):
@@ -136,7 +144,10 @@ class Block(nnx.Module):
         MLP; only rows query_bq if given."""
         b, n, d = x_bnd.shape
         qkv = self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
-        if self.factorized:
+        if self.factorized and query_bq is not None and grid.restore is None and (
+                query_bq.shape[1] <= QUERY_ROWS_SHARE * n):
+            att = query_attention(qkv, query_bq, grid.keys, grid.num_joints)
+        elif self.factorized:
             att = _grid_attention(qkv, grid)
             if query_bq is not None:
                 att = jnp.take_along_axis(att, query_bq[:, :, None, None], axis=1)
@@ -149,6 +160,36 @@ class Block(nnx.Module):
             x_bnd = jnp.take_along_axis(x_bnd, query_bq[..., None], axis=1)
         x_bnd = x_bnd + self.out(att.reshape(x_bnd.shape))
         return x_bnd + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_bnd))))
+
+
+def query_attention(qkv_bn3hd: jax.Array, query_bq: jax.Array, key_valid_bn: jax.Array | None,
+                    num_joints: int) -> jax.Array:
+    """`factorized_attention` of the query rows query_bq [B, Q] only, over all N tokens (joint
+    major): each row's J keys of its time patch and P keys of its joint are gathered, so the
+    softmax tensors are [B, Q, H/2, J] and [B, Q, H/2, P] instead of the whole grid's."""
+    b, n, _, h, d = qkv_bn3hd.shape
+    p, hs = n // num_joints, h // 2
+    q = jnp.take_along_axis(qkv_bn3hd[:, :, 0], query_bq[:, :, None, None], axis=1)
+    q = q * jnp.asarray(d ** -0.5, q.dtype)
+    kv = qkv_bn3hd[:, :, 1:].reshape(b, num_joints, p, 2, h, d)
+    joint_q, patch_q = query_bq // p, query_bq % p
+    kv_j = jnp.take_along_axis(kv[..., :hs, :], patch_q[:, None, :, None, None, None], axis=2)
+    kv_t = jnp.take_along_axis(kv[..., hs:, :], joint_q[:, :, None, None, None, None], axis=1)
+    keep_j = keep_t = None
+    if key_valid_bn is not None:
+        keep = key_valid_bn.reshape(b, num_joints, p)
+        keep_j = jnp.take_along_axis(keep, patch_q[:, None, :], axis=2).transpose(0, 2, 1)
+        keep_j, keep_t = keep_j[:, :, None], jnp.take_along_axis(keep, joint_q[..., None],
+                                                                 axis=1)[:, :, None]
+    across_joints = _softmax_product(
+        jnp.einsum("bqhd,bkqhd->bqhk", q[:, :, :hs], kv_j[:, :, :, 0],
+                   preferred_element_type=jnp.float32),
+        keep_j, kv_j[:, :, :, 1], "bqhk,bkqhd->bqhd")
+    across_time = _softmax_product(
+        jnp.einsum("bqhd,bqphd->bqhp", q[:, :, hs:], kv_t[:, :, :, 0],
+                   preferred_element_type=jnp.float32),
+        keep_t, kv_t[:, :, :, 1], "bqhp,bqphd->bqhd")
+    return jnp.concatenate([across_joints, across_time], axis=2).astype(qkv_bn3hd.dtype)
 
 
 def _grid_attention(qkv_bn3hd: jax.Array, grid: TokenGrid) -> jax.Array:
@@ -271,7 +312,12 @@ class GenGaitMAE(nnx.Module):
             -1, joint_emb.shape[-1])
 
     def encode(self, tokens_bnd: jax.Array, visible_bn: jax.Array, num_keep: int):
-        """Encodes the visible tokens only: returns latents [B, K, D] and the slot layout."""
+        """Encodes the visible tokens only: returns latents [B, K, D] and the slot layout
+        (keep_valid [B, K], restore [B, N]); factorized with K >= GRID_ENCODER_SHARE * N,
+        latents on the token grid [B, N, D] (hidden rows: never read) and (visible_bn, None)."""
+        n = tokens_bnd.shape[1]
+        if self.factorized and num_keep >= GRID_ENCODER_SHARE * n:
+            return self._encode_grid(tokens_bnd, visible_bn), visible_bn, None
         keep_idx, keep_valid, restore = masking.keep_indices(visible_bn, num_keep)
         # Gather first, so the embedding also costs K tokens, and zero the padding slots, so
         # hidden (possibly invalid) values reach neither the output nor any gradient.
@@ -285,16 +331,30 @@ class GenGaitMAE(nnx.Module):
             x_bkd = block(x_bkd, kv_len, grid=grid)
         return self.enc_norm(x_bkd), keep_valid, restore
 
+    def _encode_grid(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
+        """`encode` on the whole token grid [B, N, D]: hidden tokens zeroed and never keys, so
+        they reach no visible row (the same numbers as the K-slot encoder on those rows)."""
+        tok_bnd = jnp.where(visible_bn[..., None], tokens_bnd, 0.0)
+        x_bnd = self.embed(tok_bnd) + self._pos(self.joint_emb, self.time_emb)
+        grid = TokenGrid(self.num_joints, keys=visible_bn)
+        for block in self.encoder:
+            x_bnd = block(x_bnd, None, grid=grid)
+        return self.enc_norm(x_bnd)
+
     def decode(self, latents_bkd: jax.Array, keep_valid_bk: jax.Array,
-               restore_bn: jax.Array, query_idx: jax.Array | None = None) -> jax.Array:
-        """Latents back in token order, hidden ones = mask token; decodes (rows query_idx)."""
+               restore_bn: jax.Array | None, query_idx: jax.Array | None = None) -> jax.Array:
+        """Latents back in token order, hidden ones = mask token; decodes (rows query_idx).
+        restore_bn None: the latents are already on the grid (`encode`)."""
         y = self.dec_embed(latents_bkd)
-        b, k, d = y.shape
-        n = restore_bn.shape[-1]
-        mask = jnp.broadcast_to(self.mask_token[...].astype(y.dtype), (b, n, d))
-        y = jnp.where(keep_valid_bk[..., None], y, mask[:, :k])
-        y = jnp.concatenate([y, mask[:, k:]], axis=1)
-        y = jnp.take_along_axis(y, restore_bn[..., None], axis=1)
+        mask = self.mask_token[...].astype(y.dtype)
+        if restore_bn is None:
+            y = jnp.where(keep_valid_bk[..., None], y, mask)
+        else:
+            b, k, d = y.shape
+            mask = jnp.broadcast_to(mask, (b, restore_bn.shape[-1], d))
+            y = jnp.where(keep_valid_bk[..., None], y, mask[:, :k])
+            y = jnp.concatenate([y, mask[:, k:]], axis=1)
+            y = jnp.take_along_axis(y, restore_bn[..., None], axis=1)
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
         # The last block (and the head) only computes the rows that are read.
         grid = TokenGrid(self.num_joints)  # the rows are all tokens, all of them keys

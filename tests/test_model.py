@@ -40,15 +40,22 @@ def test_output_shapes_and_keep_count():
     assert m.untokens(_apply(m, tok, vis, k), m.reference(x)).shape == x.shape
 
 
-@pytest.mark.parametrize("factorized", [False, True])
-def test_changing_hidden_tokens_does_not_change_output(factorized):
+@pytest.mark.parametrize("factorized,one_joint", [(False, False), (True, False), (True, True)])
+def test_changing_hidden_tokens_does_not_change_output(factorized, one_joint):
     cfg, m = _model(factorized)
     n = J * T // cfg.model.patch
     tok = jax.random.normal(jax.random.key(0), (2, n, cfg.model.patch * C))
     vis = jnp.arange(n)[None].repeat(2, 0) % 3 == 0
     k = int(vis.sum(-1).max()) + 4  # a few padding slots, which point at hidden tokens
+    if one_joint:  # pass 1's mask, a gap besides: the factorized encoder runs on the grid
+        p = n // J
+        vis = jnp.ones((2, n), bool).at[:, 2 * p:3 * p].set(False).at[0, 5:9].set(False)
+        k = n - p
+        assert m.factorized and k >= model_lib.GRID_ENCODER_SHARE * n
     out = _apply(m, tok, vis, k)
-    tok2 = jnp.where(vis[..., None], tok, 1e4 * jax.random.normal(jax.random.key(2), tok.shape))
+    garbage = 1e4 * jax.random.normal(jax.random.key(2), tok.shape)
+    garbage = garbage.at[:, ::2].set(jnp.nan)  # and gaps: NaN must not reach the output either
+    tok2 = jnp.where(vis[..., None], tok, garbage)
     np.testing.assert_array_equal(_apply(m, tok2, vis, k), out)
     tok3 = tok.at[:, 0].add(1.0)  # token 0 is visible: the output must change
     assert not np.allclose(_apply(m, tok3, vis, k), out)
@@ -215,6 +222,48 @@ def test_factorized_attention_attends_within_a_time_patch_or_a_joint():
     k2 = jnp.where(far[None, :, None, None], 100.0, k)
     np.testing.assert_array_equal(
         model_lib.factorized_attention(q, k2, v, jnp.asarray(keys), J)[:, 0], got[:, 0])
+
+
+@pytest.mark.parametrize("with_keys", [False, True])
+def test_query_attention_equals_the_grid_rows_it_computes(with_keys):
+    b, n, h, d = 3, J * 6, 4, 8
+    kx, kq, km = jax.random.split(jax.random.key(1), 3)
+    qkv = jax.random.normal(kx, (b, n, 3, h, d))
+    rows = jax.random.randint(kq, (b, 7), 0, n)  # any rows, repeats allowed
+    keys = None
+    if with_keys:
+        keys = np.array(jax.random.uniform(km, (b, n)) < 0.6)
+        keys[:, ::5] = True
+        keys = jnp.asarray(keys)
+    grid = lambda a: model_lib.factorized_attention(a[:, :, 0], a[:, :, 1], a[:, :, 2], keys, J)
+    take = lambda a: jnp.take_along_axis(a, rows[:, :, None, None], axis=1)
+    np.testing.assert_allclose(model_lib.query_attention(qkv, rows, keys, J), take(grid(qkv)),
+                               atol=1e-5)
+    loss = lambda f: lambda a: jnp.sum(jnp.sin(f(a)))
+    np.testing.assert_allclose(
+        jax.grad(loss(lambda a: model_lib.query_attention(a, rows, keys, J)))(qkv),
+        jax.grad(loss(lambda a: take(grid(a))))(qkv), atol=1e-4)
+
+
+def test_grid_encoder_and_query_rows_give_the_slot_encoders_numbers(monkeypatch):
+    cfg, m = _model(factorized=True)
+    p = T // cfg.model.patch
+    n = J * p
+    x = jax.random.normal(jax.random.key(0), (3, n, cfg.model.patch * C))
+    vis = jnp.ones((3, n), bool).at[:, 4 * p:5 * p].set(False).at[1, 30:37].set(False)
+    rows = jnp.broadcast_to(4 * p + jnp.arange(p), (3, p))  # the hidden joint's rows
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+
+    def run(grid_share, query_share):
+        monkeypatch.setattr(model_lib, "GRID_ENCODER_SHARE", grid_share)
+        monkeypatch.setattr(model_lib, "QUERY_ROWS_SHARE", query_share)
+        f = lambda s: nnx.merge(graphdef, s, rest)(x, vis, n - p, rows)
+        return jax.jit(f)(params), jax.jit(jax.grad(lambda s: jnp.sum(f(s) ** 2)))(params)
+
+    (slots, g_slots), (new, g_new) = run(2.0, 0.0), run(0.75, 0.25)
+    np.testing.assert_allclose(new, slots, atol=1e-5)
+    for a, r in zip(jax.tree.leaves(g_new), jax.tree.leaves(g_slots)):
+        np.testing.assert_allclose(a, r, atol=1e-4, rtol=1e-4)
 
 
 def test_factorized_model_reaches_every_token_in_two_blocks_and_needs_even_heads():
