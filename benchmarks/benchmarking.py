@@ -369,7 +369,7 @@ def _torch(cfg, shape, batch, res, quick, torch_compile):
     out["scoring_speedup"] = res["scoring"]["strides_per_s"] / out["scoring"][big]
     out["scoring_speedup_b1"] = res["scoring"]["b1"]["vmap_strides_per_s"] / out["scoring"]["b1"]
     out["scoring_speedup_full_decode"] = (res["scoring_full_decode"]["strides_per_s"]
-                                          / out["scoring"][big])
+                                          / out["scoring_full_decode"][big])
     return out, out.pop("note")
 
 

@@ -4,11 +4,12 @@ Same widths, depths, heads, MLP ratio, pre-LN blocks with fused QKV and
 `F.scaled_dot_product_attention`, the encoder on the visible tokens gathered into the same
 slot counts (padding slots masked out of attention), the same decoder over all N tokens, tanh
 GELU and LayerNorm eps 1e-6 like flax, the linear body prior where the config has one, the
-factorized attention where the config asks for it. Training: the same random/joint mask
-mixture, masked MSE over the rows the loss reads (the decoder's last block computes only
-those, as in JAX), global-norm clipping and AdamW. Scoring: all J occlusion masks of B
-strides, the better of one call and chunks of one stride's J masks (the JAX rows+chunk
-program's chunking).
+factorized attention where the config asks for it (with the JAX model's rules for running
+the encoder on the token grid and gathering only the query rows' keys). Training: the same
+random/joint mask mixture, masked MSE over the rows the loss reads (the decoder's last block
+computes only those, as in JAX), global-norm clipping and AdamW. Scoring: all J occlusion
+masks of B strides, joint j's rows decoded in mask j (as in JAX), the better of one call and
+chunks of one stride's J masks (the JAX rows+chunk program's chunking).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gengait_jax import model as model_lib
 
 
 class Block(nn.Module):
@@ -39,7 +42,10 @@ class Block(nn.Module):
         the MLP; rows query_bq only."""
         b, n, d = x_bnd.shape
         qkv = self.qkv(self.ln1(x_bnd)).view(b, n, 3, self.heads, d // self.heads)
-        if self.num_joints:
+        if self.num_joints and query_bq is not None and grid[1] is None and (
+                query_bq.shape[1] <= model_lib.QUERY_ROWS_SHARE * n):
+            att = _query_attention(qkv, query_bq, grid[2], self.num_joints)
+        elif self.num_joints:
             att = _grid_attention(qkv, grid, self.num_joints)  # [B, H, rows, D]
             if query_bq is not None:
                 att = att.gather(2, query_bq[:, None, :, None].expand(
@@ -87,6 +93,34 @@ def _grid_attention(qkv_bn3hd: torch.Tensor, grid: tuple, num_joints: int) -> to
     return att
 
 
+def _query_attention(qkv_bn3hd: torch.Tensor, query_bq: torch.Tensor, keys: torch.Tensor | None,
+                     num_joints: int) -> torch.Tensor:
+    """`model.query_attention`: factorized attention of the rows query_bq [B, Q] only, each
+    row's J keys of its time patch and P keys of its joint gathered: [B, H, Q, D]."""
+    b, n, _, h, d = qkv_bn3hd.shape
+    p, hs = n // num_joints, h // 2
+    q = qkv_bn3hd[:, :, 0].gather(1, query_bq[:, :, None, None].expand(-1, -1, h, d)) * d ** -0.5
+    kv = qkv_bn3hd[:, :, 1:].reshape(b, num_joints, p, 2, h, d)
+    joint_q, patch_q = query_bq // p, query_bq % p
+    qn = query_bq.shape[1]
+    kv_j = kv[..., :hs, :].gather(2, patch_q[:, None, :, None, None, None].expand(
+        -1, num_joints, -1, 2, hs, d))  # [B, J, Q, 2, H/2, D]
+    kv_t = kv[..., hs:, :].gather(1, joint_q[:, :, None, None, None, None].expand(
+        -1, -1, p, 2, hs, d))  # [B, Q, P, 2, H/2, D]
+    across_joints = torch.einsum("bqhd,bkqhd->bqhk", q[:, :, :hs], kv_j[:, :, :, 0])
+    across_time = torch.einsum("bqhd,bqphd->bqhp", q[:, :, hs:], kv_t[:, :, :, 0])
+    if keys is not None:
+        kb = keys.view(b, num_joints, p)
+        keep_j = kb.gather(2, patch_q[:, None, :].expand(-1, num_joints, -1)).transpose(1, 2)
+        keep_t = kb.gather(1, joint_q[:, :, None].expand(-1, -1, p))
+        across_joints = across_joints.masked_fill(~keep_j[:, :, None], -1e30)
+        across_time = across_time.masked_fill(~keep_t[:, :, None], -1e30)
+    att = torch.cat([torch.einsum("bqhk,bkqhd->bqhd", across_joints.softmax(-1), kv_j[:, :, :, 1]),
+                     torch.einsum("bqhp,bqphd->bqhd", across_time.softmax(-1), kv_t[:, :, :, 1])],
+                    2)
+    return att.view(b, qn, h, d).transpose(1, 2)
+
+
 class TorchMAE(nn.Module):
     """GenGaitMAE in PyTorch: encoder on K visible slots, decoder over all N tokens."""
 
@@ -98,7 +132,8 @@ class TorchMAE(nn.Module):
         self.embed = nn.Linear(m.patch * num_channels, m.width)
         self.joint_emb, self.time_emb = init(num_joints, m.width), init(p, m.width)
         self.num_joints = num_joints
-        grid_j = num_joints if m.get("factorized", False) else 0
+        self.factorized = bool(m.get("factorized", False))
+        grid_j = num_joints if self.factorized else 0
         self.encoder = nn.ModuleList(Block(m.width, m.heads, m.mlp_ratio, grid_j)
                                      for _ in range(m.depth))
         self.enc_norm = nn.LayerNorm(m.width, eps=1e-6)
@@ -126,6 +161,10 @@ class TorchMAE(nn.Module):
         """Predicts all tokens [B, N, D] (or rows query_bq, decoded by the last block only)
         from the visible ones (at most num_keep per row)."""
         b, n, d_in = tokens_bnd.shape
+        if self.factorized and num_keep >= model_lib.GRID_ENCODER_SHARE * n:
+            y = self._encode_grid(tokens_bnd, visible_bn)
+            y = torch.where(visible_bn[..., None], y, self.mask_token)
+            return self._decode(y, tokens_bnd, visible_bn, query_bq)
         order = torch.argsort((~visible_bn).to(torch.int8), dim=-1, stable=True)
         restore = torch.argsort(order, dim=-1, stable=True)
         keep = order[:, :num_keep]
@@ -142,6 +181,20 @@ class TorchMAE(nn.Module):
         y = torch.where(keep_valid[..., None], y, self.mask_token)
         y = torch.cat([y, self.mask_token.expand(b, n - num_keep, dw)], dim=1)
         y = y.gather(1, restore[..., None].expand(-1, -1, dw))
+        return self._decode(y, tokens_bnd, visible_bn, query_bq)
+
+    def _encode_grid(self, tokens_bnd, visible_bn):
+        """`GenGaitMAE._encode_grid`: the encoder on the whole token grid (hidden tokens zeroed,
+        never keys), then the decoder's embedding [B, N, dec width]."""
+        tok = torch.where(visible_bn[..., None], tokens_bnd, 0.0)
+        x = self.embed(tok) + self._pos(self.joint_emb, self.time_emb)
+        for blk in self.encoder:
+            x = blk(x, None, None, (None, None, visible_bn))
+        return self.dec_embed(self.enc_norm(x))
+
+    def _decode(self, y, tokens_bnd, visible_bn, query_bq):
+        """The decoder over the N tokens in token order (rows query_bq), plus the prior."""
+        d_in = tokens_bnd.shape[-1]
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb)
         for i, blk in enumerate(self.decoder):
             y = blk(y, None, query_bq if i == len(self.decoder) - 1 else None,
@@ -247,16 +300,24 @@ def _timeit(fn, min_s: float, min_reps: int = 3) -> float:
     return float(np.median(times))
 
 
-def scoring_fn(model: TorchMAE, x_btjc: torch.Tensor, patch: int, j: int, chunk: int = 0):
-    """Pass 1 on B strides: all J occlusion masks in one forward, or `chunk` rows at a time."""
+def scoring_fn(model: TorchMAE, x_btjc: torch.Tensor, patch: int, j: int, chunk: int = 0,
+               rows_only: bool = True):
+    """Pass 1 on B strides: all J occlusion masks in one forward, or `chunk` rows at a time;
+    mask j decodes joint j's rows only, like `scoring.occlusion_recon_rows` (`rows_only`),
+    or every row, joint j's kept (the full decode JAX's `scoring_full_decode` times)."""
     b = x_btjc.shape[0]
     p = model.num_patches
     tok = patchify(x_btjc, patch).repeat(j, 1, 1)  # [J*B, N, D], mask-major
     vis = (~torch.eye(j, dtype=torch.bool)).repeat_interleave(p, -1).repeat_interleave(b, 0)
+    rows = (torch.arange(j)[:, None] * p + torch.arange(p)).repeat_interleave(b, 0)
     step = chunk or len(tok)
 
     def run():
         with torch.inference_mode():
+            if rows_only:
+                return torch.cat([model(tok[i:i + step], vis[i:i + step], j * p - p,
+                                        rows[i:i + step])
+                                  for i in range(0, len(tok), step)]).view(j, b, p, -1)
             out = torch.cat([model(tok[i:i + step], vis[i:i + step], j * p - p)
                              for i in range(0, len(tok), step)]).view(j, b, j, p, -1)
             return out[torch.arange(j), :, torch.arange(j)]  # mask j -> joint j
@@ -269,9 +330,11 @@ def _batch(x: torch.Tensor, b: int) -> torch.Tensor:
     return x[:b] if b <= len(x) else x.repeat(-(-b // len(x)), 1, 1, 1)[:b]
 
 
-def _score_rates(model, x, patch: int, j: int, batches, min_s: float) -> dict:
+def _score_rates(model, x, patch: int, j: int, batches, min_s: float,
+                 rows_only: bool = True) -> dict:
     """Strides/s per batch size: the better of one call and chunks of J rows (one stride)."""
-    return {f"b{b}": max(b / _timeit(scoring_fn(model, _batch(x, b), patch, j, c), min_s)
+    return {f"b{b}": max(b / _timeit(scoring_fn(model, _batch(x, b), patch, j, c, rows_only),
+                                     min_s)
                          for c in (0, j)) for b in batches}
 
 
@@ -291,7 +354,9 @@ def benchmark(cfg, shape: dict, batch: dict, *, quick: bool, score_batches=(1, 6
     t_train = _timeit(lambda: step(tok), min_s)
     model.eval()
     scores = _score_rates(model, x, patch, j, score_batches, min_s)
-    out = dict(train_seq_per_s=len(x) / t_train, scoring=scores, params=num_params(model),
+    full = _score_rates(model, x, patch, j, score_batches[-1:], min_s, rows_only=False)
+    out = dict(train_seq_per_s=len(x) / t_train, scoring=scores, scoring_full_decode=full,
+               params=num_params(model),
                threads=torch.get_num_threads(), version=torch.__version__, compiled=False,
                note=f"torch {torch.__version__} eager, {torch.get_num_threads()} threads")
     if try_compile:

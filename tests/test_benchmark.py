@@ -128,6 +128,38 @@ def test_torch_reference_factorized_attention_equals_the_jax_one(encoder):
     np.testing.assert_allclose(np.asarray(got)[rows], ref.numpy()[rows], atol=1e-5)
 
 
+@pytest.mark.parametrize("with_keys", [False, True])
+def test_torch_reference_query_attention_equals_the_jax_one(with_keys):
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_reference
+    j, p, h, d = 10, 6, 4, 8
+    qkv = np.asarray(jax.random.normal(jax.random.key(0), (2, j * p, 3, h, d)))
+    rows = np.asarray(jax.random.randint(jax.random.key(1), (2, 9), 0, j * p))
+    keys = None
+    if with_keys:
+        keys = np.array(jax.random.uniform(jax.random.key(2), (2, j * p)) < 0.6)
+        keys[:, ::5] = True
+    got = model_lib.query_attention(jnp.asarray(qkv), jnp.asarray(rows),
+                                    None if keys is None else jnp.asarray(keys), j)
+    ref = torch_reference._query_attention(torch.from_numpy(qkv), torch.from_numpy(rows),
+                                           None if keys is None else torch.from_numpy(keys), j)
+    np.testing.assert_allclose(np.asarray(got), ref.transpose(1, 2).numpy(), atol=1e-5)
+
+
+def test_torch_reference_grid_encoder_gives_the_slot_encoders_numbers(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from benchmarks import torch_reference
+    cfg, _ = _model()
+    cfg.model.factorized = True
+    ref = torch_reference.create(cfg, SHAPE).eval()
+    x = torch.randn(2, 100, 10, 3)
+    run = torch_reference.scoring_fn(ref, x, cfg.model.patch, 10)
+    new = run()
+    monkeypatch.setattr(model_lib, "GRID_ENCODER_SHARE", 2.0)  # never: the K-slot encoder
+    monkeypatch.setattr(model_lib, "QUERY_ROWS_SHARE", 0.0)    # never: the whole grid
+    np.testing.assert_allclose(new.numpy(), run().numpy(), atol=1e-5)
+
+
 def test_quick_cli_on_tiny_writes_every_required_key(tmp_path, embedded_data_dir):
     out = tmp_path / "bench.json"
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
