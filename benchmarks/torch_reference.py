@@ -8,8 +8,8 @@ factorized attention where the config asks for it (with the JAX model's rules fo
 the encoder on the token grid and gathering only the query rows' keys). Training: the same
 random/joint mask mixture, masked MSE over the rows the loss reads (the decoder's last block
 computes only those, as in JAX), global-norm clipping and AdamW. Scoring: all J occlusion
-masks of B strides, joint j's rows decoded in mask j (as in JAX), the better of one call and
-chunks of one stride's J masks (the JAX rows+chunk program's chunking).
+masks of B strides, joint j's rows decoded in mask j (as in JAX), the best of one call and
+chunks of one or two strides' J masks (the JAX rows+chunk program's chunking).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gengait_jax import model as model_lib
+from gengait_jax import model as model_lib, scoring
 
 
 class Block(nn.Module):
@@ -332,10 +332,12 @@ def _batch(x: torch.Tensor, b: int) -> torch.Tensor:
 
 def _score_rates(model, x, patch: int, j: int, batches, min_s: float,
                  rows_only: bool = True) -> dict:
-    """Strides/s per batch size: the better of one call and chunks of J rows (one stride)."""
+    """Strides/s per batch size: the best of one call and chunks of the J masks of one stride
+    or of the JAX pass 1's STRIDES_PER_STEP strides."""
+    chunks = sorted({0, j, scoring.STRIDES_PER_STEP * j})
     return {f"b{b}": max(b / _timeit(scoring_fn(model, _batch(x, b), patch, j, c, rows_only),
                                      min_s)
-                         for c in (0, j)) for b in batches}
+                         for c in chunks) for b in batches}
 
 
 def benchmark(cfg, shape: dict, batch: dict, *, quick: bool, score_batches=(1, 64),

@@ -29,6 +29,7 @@ MIN_VALID_FRACTION = 0.5
 MIN_CONTEXT_FRACTION = 0.5
 CONTEXT_HIDE = 0.25  # share of the context tokens a random context masking also hides
 BUCKETS = (8, 12, 16, 24, 32, 48, 64)  # strides are padded to one of these (one compile each)
+STRIDES_PER_STEP = 2  # pass 1 runs the J masks of this many strides at a time (lax.map)
 
 _TRACES: collections.Counter = collections.Counter()
 
@@ -67,11 +68,12 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
                          chunk: int = 0) -> jax.Array:
     """Pass-1 reconstructions (no context maskings), decoding only joint j's rows in mask j.
 
-    chunk > 0 runs the J * B masked sequences `chunk` at a time (lax.map), so that the
-    activations of one step stay in cache; 0 runs them all in one vmap.
+    chunk > 0 runs the J * B masked sequences `chunk` at a time (lax.map; at most all of
+    them), so that the activations of one step stay in cache; 0 runs them all in one vmap.
     """
     j, p, patch = model.num_joints, model.num_patches, model.patch
     b, t, _, c = x_btjc.shape
+    chunk = min(chunk, j * b)
     valid_bn = masking.token_valid(valid_btj, patch)
     x_btjc = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)
     ref = model.reference(x_btjc)
@@ -102,11 +104,12 @@ def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
     """[B, T, J, C]: joint j of every stride reconstructed with joint j hidden (vmap over J).
 
     Without context maskings (and with `rows_only`), only joint j's rows are decoded in mask j
-    and the J x B sequences run one stride at a time (`occlusion_recon_rows`): the same
-    numbers, 2.9x faster at 64 strides (BUILD_NOTES "Performance").
+    and the J x B sequences run STRIDES_PER_STEP strides at a time (`occlusion_recon_rows`):
+    the same numbers, 2.9x faster at 64 strides (BUILD_NOTES "Performance").
     """
     if num_context == 0 and rows_only:
-        return occlusion_recon_rows(model, x_btjc, valid_btj, chunk=model.num_joints)
+        return occlusion_recon_rows(model, x_btjc, valid_btj,
+                                    chunk=STRIDES_PER_STEP * model.num_joints)
     j, p = model.num_joints, model.num_patches
     valid_bn = masking.token_valid(valid_btj, model.patch)
     keep_mbn = context_keep(key, valid_bn, num_context)

@@ -33,11 +33,12 @@ def test_flop_counter_is_positive():
     assert benchmarking.peak_bytes(compiled) > 0
 
 
-# chunk 3: J * B = 20 rows, the last chunk padded; prior: rows-only adds one product of all
-# masks' priors; factorized: the last block's rows gathered after the grid attention
+# chunk 3: J * B = 20 rows, the last chunk padded; 25: more than J * B, capped at it; prior:
+# rows-only adds one product of all masks' priors; factorized: the encoder on the token grid
+# and the last block's query rows gathered
 @pytest.mark.parametrize("chunk,prior,factorized", [(0, False, False), (3, False, False),
                                                     (0, True, False), (3, True, False),
-                                                    (3, True, True)])
+                                                    (3, True, True), (25, True, True)])
 def test_rows_only_decoding_equals_the_full_pass1(chunk, prior, factorized):
     cfg = default.tiny()
     cfg.model.linear_prior = prior
