@@ -257,8 +257,11 @@ def test_grid_encoder_and_query_rows_give_the_slot_encoders_numbers(monkeypatch)
     def run(grid_share, query_share):
         monkeypatch.setattr(model_lib, "GRID_ENCODER_SHARE", grid_share)
         monkeypatch.setattr(model_lib, "QUERY_ROWS_SHARE", query_share)
-        f = lambda s: nnx.merge(graphdef, s, rest)(x, vis, n - p, rows)
-        return jax.jit(f)(params), jax.jit(jax.grad(lambda s: jnp.sum(f(s) ** 2)))(params)
+        def loss(s):
+            out = nnx.merge(graphdef, s, rest)(x, vis, n - p, rows)
+            return jnp.sum(out ** 2), out
+        (_, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return out, grads
 
     (slots, g_slots), (new, g_new) = run(2.0, 0.0), run(0.75, 0.25)
     np.testing.assert_allclose(new, slots, atol=1e-5)
