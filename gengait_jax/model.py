@@ -3,9 +3,9 @@
 The encoder sees only the visible tokens (gathered into K slots, padding masked out of
 attention; with factorized attention and most tokens visible, on the token grid with the
 hidden ones masked out as keys); a light decoder runs over all N tokens, hidden ones replaced
-by a shared mask token, and predicts every token. The model is agnostic to what the C channels mean: it
-normalizes each (joint, channel) with statistics of the training split that it carries as
-non-trainable variables, so callers work in physical units (degrees, mm, ...).
+by a shared mask token, and predicts every token. The model is agnostic to what the C
+channels mean: it normalizes each (joint, channel) with statistics of the training split that
+it carries as non-trainable variables, so callers work in physical units (degrees, mm, ...).
 """
 
 from __future__ import annotations
@@ -175,12 +175,12 @@ def query_attention(qkv_bn3hd: jax.Array, query_bq: jax.Array, key_valid_bn: jax
     joint_q, patch_q = query_bq // p, query_bq % p
     kv_j = jnp.take_along_axis(kv[..., :hs, :], patch_q[:, None, :, None, None, None], axis=2)
     kv_t = jnp.take_along_axis(kv[..., hs:, :], joint_q[:, :, None, None, None, None], axis=1)
-    keep_j = keep_t = None
+    keep_j = keep_t = None  # [B, Q, 1, J] / [B, Q, 1, P]
     if key_valid_bn is not None:
         keep = key_valid_bn.reshape(b, num_joints, p)
         keep_j = jnp.take_along_axis(keep, patch_q[:, None, :], axis=2).transpose(0, 2, 1)
-        keep_j, keep_t = keep_j[:, :, None], jnp.take_along_axis(keep, joint_q[..., None],
-                                                                 axis=1)[:, :, None]
+        keep_j = keep_j[:, :, None]
+        keep_t = jnp.take_along_axis(keep, joint_q[..., None], axis=1)[:, :, None]
     across_joints = _softmax_product(
         jnp.einsum("bqhd,bkqhd->bqhk", q[:, :, :hs], kv_j[:, :, :, 0],
                    preferred_element_type=jnp.float32),
