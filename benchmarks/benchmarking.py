@@ -332,7 +332,8 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     model = model_lib.create_model(cfg, **shape)
     model.set_references(data.refs)
     # The shipped pass 1 (scoring.occlusion_recon): rows-only decoding, the J masks of
-    # STRIDES_PER_STEP strides at a time; then the full decode of every row in one vmap (what it replaced).
+    # STRIDES_PER_STEP strides at a time; then the full decode of every row in one vmap (what
+    # it replaced).
     res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
                                    rows_only=True,
                                    chunk=scoring.STRIDES_PER_STEP * shape["num_joints"])

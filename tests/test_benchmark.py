@@ -178,6 +178,16 @@ def test_quick_cli_on_tiny_writes_every_required_key(tmp_path, embedded_data_dir
     assert "torch" in res and "torch_note" in res
 
 
+def test_op_profile_counts_the_factorized_query_rows_as_attention():
+    from benchmarks import op_profile
+    qkv = jnp.ones((2, 60, 3, 4, 8))
+    rows = jnp.zeros((2, 5), jnp.int32)
+    compiled = jax.jit(lambda a: model_lib.query_attention(a, rows, None, 10).sum()).lower(
+        qkv).compile()
+    instrs = op_profile.parse_hlo(compiled.as_text())
+    assert "attention" in {op_profile.op_class(i) for i in instrs.values()}
+
+
 def test_sharding_report_gives_each_parameter_class_its_spec_and_per_device_bytes():
     cfg = default.tiny()
     cfg.mesh_model = 2
