@@ -28,7 +28,10 @@ Two options measured on the validation people (BUILD_NOTES "Calibration"): the A
 statistic (the same shape statistic on the own-phase left - right curve of a paired joint,
 Stouffer-combined with the shape z on the side whose shape z is the larger: the person's other
 side is a tighter reference than the body prior), and TWO-STAGE flags (once a trial passes the
-family-wise threshold, every joint above its own (1 - joint_alpha) healthy quantile).
+family-wise threshold, every joint above its own (1 - joint_alpha) healthy quantile; and a
+joint NEXT to a family-wise flagged one on the kinematic chain, `joints.chain_neighbours`,
+above its own (1 - chain_alpha) quantile: pathologies and their compensations involve
+adjacent joints of a limb).
 
 The OOF residuals come from K fold models, each trained without the subjects it scores
 (`train.train_folds`), so they are what a new person looks like to the final model.
@@ -53,6 +56,7 @@ from tfds_gait import joints as joints_lib
 
 ALPHA = 0.05
 JOINT_ALPHA = 0.01
+CHAIN_ALPHA = 0.10
 WINDOW = 20
 TRIAL_SIZES = (1, 2, 3, 4, 6, 8, 10)
 N_PSEUDO = 2000
@@ -218,7 +222,8 @@ def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "re
         else [[True] * num_channels for _ in joint_names]
     pair = joints_lib.contralateral(joint_names)
     return {"channels": channels, "mask": mask, "offsets": bool(offsets),
-            "asymmetry": bool(asymmetry) and max(pair) >= 0, "pair": pair}
+            "asymmetry": bool(asymmetry) and max(pair) >= 0, "pair": pair,
+            "neighbours": joints_lib.chain_neighbours(joint_names)}
 
 
 def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int]) -> np.ndarray:
@@ -316,7 +321,7 @@ def _finite_or_none(v: float) -> float | None:
 
 def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: dict,
               width: int, alpha: float, seed: int, rule: dict,
-              joint_alpha: float | None = None) -> dict:
+              joint_alpha: float | None = None, chain_alpha: float | None = None) -> dict:
     """Null parameters and the family-wise threshold for trials of k strides: pseudo-trials of
     k distinct strides of one subject (the subjects with >= k strides), subjects drawn
     uniformly (a subject with many strides, e.g. a 30 s treadmill trial, weighs as much as one
@@ -359,10 +364,14 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
             z_joint[owner == s] = z
     with _quiet():
         z_max = np.nanmax(z_joint, axis=-1)
-    joint_th = None if joint_alpha is None else [  # None: too few values (never flags)
-        _finite_or_none(conformal_quantile(z_joint[:, j], joint_alpha))
-        for j in range(z_joint.shape[1])]
-    return {"k": k, "threshold": conformal_quantile(z_max, alpha), "joint_threshold": joint_th,
+    def per_joint(level: float | None) -> list | None:
+        """Each joint's conformal (1 - level) quantile (None: too few values, never flags)."""
+        return None if level is None else [
+            _finite_or_none(conformal_quantile(z_joint[:, j], level))
+            for j in range(z_joint.shape[1])]
+    return {"k": k, "threshold": conformal_quantile(z_max, alpha),
+            "joint_threshold": per_joint(joint_alpha),
+            "chain_threshold": per_joint(chain_alpha if joint_alpha is not None else None),
             "n_trials": int(len(index)),
             "n_subjects": int(len(np.unique(owner))),
             **{name: np.round(v, 5).tolist() for name, v in nul.items()}}
@@ -455,7 +464,7 @@ def band_scale(cal: dict, n_groups) -> np.ndarray:
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
         offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
-        folds: dict | None = None, model_id: str | None = None, seed: int = 0,
+        chain_alpha: float | None = None, folds: dict | None = None, model_id: str | None = None, seed: int = 0,
         x_ntjc=None, multi_ntjc=None, multi_groups: int = 0) -> dict:
     """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides
     (and their observed curves `x_ntjc`: the reference curves, the asymmetry statistic, the
@@ -479,12 +488,13 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         parts = _subject_parts(v, subjects)
         bgs[name], loso_bgs[name] = _background_of(parts), loso_backgrounds(parts)
     sizes = [_fit_size(streams, subjects, k, bgs, loso_bgs, width, alpha, seed, rule,
-                       joint_alpha) for k in TRIAL_SIZES
+                       joint_alpha, chain_alpha) for k in TRIAL_SIZES
              if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
     names = list(joint_names)
     cal = {
         "model_id": model_id, "method": "oof-offset-shape", "alpha": alpha,
-        "joint_alpha": joint_alpha, "window": width,
+        "joint_alpha": joint_alpha,
+        "chain_alpha": chain_alpha if joint_alpha is not None else None, "window": width,
         "joint_names": names, "n_strides": int(len(e)),
         "n_subjects": int(len(set(subjects.tolist()))),
         "cohorts": None if cohorts is None else dict(zip(*np.unique(
@@ -531,20 +541,33 @@ def above(joint_z: np.ndarray, level) -> np.ndarray:
     return np.nan_to_num(joint_z, nan=-np.inf) > level
 
 
-def flags_of(joint_z: np.ndarray, entry: dict) -> np.ndarray:
+def flags_of(joint_z: np.ndarray, entry: dict, neighbours=None) -> np.ndarray:
     """Flags [..., J]: a joint above the family-wise threshold; with per-joint thresholds (a
-    two-stage rule), every joint above its own once any joint is above the family-wise one."""
+    two-stage rule), every joint above its own (`own_thresholds`) once any joint is above the
+    family-wise one."""
     gate = above(joint_z, entry["threshold"])
-    if entry.get("joint_threshold") is None:
+    own = own_thresholds(joint_z, entry, neighbours)
+    if own is None:
         return gate
-    own = above(joint_z, joint_thresholds(entry))
-    return gate | (own & gate.any(axis=-1, keepdims=True))
+    return gate | (above(joint_z, own) & gate.any(axis=-1, keepdims=True))
 
 
-def joint_thresholds(entry: dict) -> np.ndarray | None:
-    """The per-joint thresholds [J] of a size entry (inf where a joint has none), or None."""
-    th = entry.get("joint_threshold")
+def _thresholds(entry: dict, key: str) -> np.ndarray | None:
+    """Per-joint thresholds [J] of a size entry (inf where a joint has none), or None."""
+    th = entry.get(key)
     return None if th is None else np.array([np.inf if t is None else t for t in th])
+
+
+def own_thresholds(joint_z: np.ndarray, entry: dict, neighbours=None) -> np.ndarray | None:
+    """Each joint's own threshold [..., J] in a flagged trial: its (1 - joint_alpha) level, or
+    its (1 - chain_alpha) level where it is a kinematic-chain neighbour (`neighbours` [J, J])
+    of a joint above the family-wise threshold; None without a two-stage rule."""
+    own, chain = _thresholds(entry, "joint_threshold"), _thresholds(entry, "chain_threshold")
+    if own is None or chain is None or neighbours is None:
+        return own
+    gate = above(joint_z, entry["threshold"])
+    near = (gate[..., :, None] & np.asarray(neighbours, bool)).any(axis=-2)
+    return np.where(near, np.minimum(own, chain), own)
 
 
 def _streams(residuals_ntjc, sides, cal: dict, x_ntjc) -> tuple:
@@ -573,7 +596,8 @@ def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     entry = size_entry(cal, 1)
     st = all_statistics(e, _background(cal), cal["window"], a, _background(cal, "asym_background"))
     z = zscores(st, _arrays(entry), cal["flag_rule"])
-    return dict(z, flags=flags_of(z["joint"], entry), threshold=entry["threshold"])
+    return dict(z, flags=flags_of(z["joint"], entry, cal["flag_rule"].get("neighbours")),
+                threshold=entry["threshold"])
 
 
 def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
@@ -590,8 +614,9 @@ def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
                         _background(cal, "asym_background"))
     z = zscores(st, _arrays(entry), cal["flag_rule"])
     joint = z["joint"][0]
-    flags = flags_of(joint, entry)
+    neighbours = cal["flag_rule"].get("neighbours")
+    flags = flags_of(joint, entry, neighbours)
     asym = z["asym"][0] if "asym" in z else np.full_like(z["shape"][0], np.nan)
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
             "map": z["map"][0], "offset_z": z["offset"][0], "shape_z": z["shape"][0],
-            "asym_z": asym, "threshold_k": entry["k"], "joint_threshold": joint_thresholds(entry)}
+            "asym_z": asym, "threshold_k": entry["k"], "joint_threshold": own_thresholds(joint, entry, neighbours)}

@@ -60,7 +60,9 @@ class Decision:
     shape_z: np.ndarray      # [J, C]
     asym_z: np.ndarray       # [J, C] left - right z where it counts (NaN elsewhere)
     joint_threshold: np.ndarray | None  # [J] a joint's own threshold once the trial is
-                                        # flagged (None: family-wise flags only)
+                                        # flagged: its joint_alpha level, or chain_alpha next
+                                        # to a family-wise flagged joint (None: family-wise
+                                        # flags only)
 
 
 class GenGait:
@@ -141,7 +143,7 @@ class GenGait:
             hide = masking_groups(primary, self.model)
             again = self.pass1(strides.replace(valid=strides.valid & ~hide))
             d2 = calibration.decide(again.residual, strides.side, self.calibration, strides.x)
-            flagged = primary | (secondary & calibration.above(d2["z"], d2["joint_threshold"]))
+            flagged = primary | (secondary & calibration.above(d2["z"], d["joint_threshold"]))
         return Decision(d["z"], flagged, d["threshold"], d["k"], d["map"], d["offset_z"],
                         d["shape_z"], d["asym_z"], d["joint_threshold"])
 
@@ -318,8 +320,11 @@ class DetectResult:
                                                ", combined with the left - right asymmetry z"
                                                if rule.get("asymmetry") else ""),
                               "joint_alpha": self.calibration.get("joint_alpha"),
+                              "chain_alpha": self.calibration.get("chain_alpha"),
                               "rule": "a joint is flagged above z; once one is, every joint "
-                                      "above its own threshold (joints.*.threshold)"
+                                      "above its own threshold (joints.*.threshold: its "
+                                      "(1 - joint_alpha) healthy level, or (1 - chain_alpha) "
+                                      "next to a joint above z on the kinematic chain)"
                               if dec.joint_threshold is not None else
                               "a joint is flagged above z",
                               "calibration_strides": self.calibration["n_strides"]},

@@ -154,7 +154,9 @@ def write(path: str | epath.Path, *, scores: dict, map_tj, title: str, joint_nam
             f'trial gets any flag with probability {100 * th["alpha"]:.0f} %'
             + ('; once one joint is above it, every joint above its own healthy '
                f'{100 * (1 - th["joint_alpha"]):.0f} % level is flagged too'
-               if th.get("joint_alpha") else "") + '.</p>',
+               if th.get("joint_alpha") else "")
+            + (f' ({100 * (1 - th["chain_alpha"]):.0f} % next to it on the kinematic chain)'
+               if th.get("joint_alpha") and th.get("chain_alpha") else "") + '.</p>',
             f"<ul>{notes}</ul>" if notes else "",
             "<h2>z per joint</h2>", _bars(joint_names, z_j, flagged_j, threshold),
             "<h2>Where in the gait cycle (anomaly map, each joint's own cycle)</h2>",

@@ -175,6 +175,35 @@ def test_two_stage_flags_a_secondary_joint_only_in_a_flagged_trial(amp, seed):
         j == knee for j in range(len(NAMES))]
 
 
+def test_a_chain_neighbour_of_the_flagged_joint_is_flagged_at_its_lenient_level():
+    """With a 30-deg knee deficit flagged, a hip deviation between the hip's (1 - chain_alpha)
+    and (1 - joint_alpha) levels is flagged on the knee's side (its neighbour on the chain)
+    and not on the other side (no neighbour of the knee), nor without `chain_alpha`."""
+    res, side, subj = _null(30, 6, 31)
+    cal = calibration.fit(res, side, subj, NAMES, joint_alpha=0.01, chain_alpha=0.25)
+    plain = calibration.fit(res, side, subj, NAMES, joint_alpha=0.01)
+    knee, hips = NAMES.index("RKnee"), (NAMES.index("RHip"), NAMES.index("LHip"))
+    e1, s1, _ = _null(1, 3, 33)
+    e1[:, :, knee, 0] += _swing(-30.0, s1)
+    entry = calibration.size_entry(cal, 3)
+    for hip in hips:  # each hip's deviation between its chain level and its own level
+        chain, own = entry["chain_threshold"][hip], entry["joint_threshold"][hip]
+        base = e1[:, :, hip, 0].copy()
+        for amp in np.linspace(0.1, 15.0, 150):
+            e1[:, :, hip, 0] = base + _swing(amp, s1)
+            z = calibration.decide(e1, s1, cal)["z"][hip]
+            if chain + 0.1 < z < own - 0.1:
+                break
+        else:
+            pytest.fail(f"no deviation of {NAMES[hip]} between {chain:.2f} and {own:.2f}")
+    d = calibration.decide(e1, s1, cal)
+    assert d["flagged"].tolist() == [j in (knee, hips[0]) for j in range(len(NAMES))]
+    assert d["joint_threshold"][hips[0]] == entry["chain_threshold"][hips[0]]
+    assert d["joint_threshold"][hips[1]] == entry["joint_threshold"][hips[1]]
+    assert calibration.decide(e1, s1, plain)["flagged"].tolist() == [
+        j == knee for j in range(len(NAMES))]
+
+
 @pytest.mark.parametrize("kw", [{}, {"asymmetry": True, "joint_alpha": 0.05}],
                          ids=["family-wise", "asymmetry-two-stage"])
 def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials(kw):

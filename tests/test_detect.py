@@ -169,8 +169,8 @@ def test_a_two_stage_flag_must_survive_pass1_without_the_primary_joints(workdir)
     for amp in np.linspace(0.1, 1.5, 141):  # a hip deviation between its own and the family's
         res = base.copy()
         res[:, :, hip, 0] += amp * swing
-        z = calibration.decide(res, clean.side, gg.calibration, clean.x)["z"][hip]
-        if calibration.joint_thresholds(entry)[hip] + 0.3 < z < entry["threshold"]:
+        d = calibration.decide(res, clean.side, gg.calibration, clean.x)
+        if d["joint_threshold"][hip] + 0.3 < d["z"][hip] < entry["threshold"]:
             break
     else:
         pytest.fail("no hip deviation between its own and the family-wise threshold")

@@ -67,6 +67,36 @@ def contralateral(joints) -> list[int]:
             for j in joints]
 
 
+# Adjacent segments' joints along the kinematic chain (angle outputs and skeleton points).
+_CHAIN_EDGES = {frozenset(e) for e in (
+    ("Pelvis", "Hip"), ("Hip", "Knee"), ("Knee", "Ankle"), ("Ankle", "FootProgress"),
+    ("Pelvis", "Spine"), ("Spine", "Thorax"),
+    ("PELVIS", "HJC"), ("HJC", "KJC"), ("KJC", "AJC"), ("AJC", "HEEL"), ("AJC", "TOE"),
+    ("HEEL", "TOE"))}
+# Angles of one segment shared by both sides (a Plug-in-Gait export gives the pelvis and trunk
+# once per side): their left and right joints touch the limbs of both sides.
+_SHARED = ("Pelvis", "Spine", "Thorax")
+
+
+def chain_neighbours(joints) -> list[list[bool]]:
+    """[J, J] bool: joint b is a neighbour of joint a on the kinematic chain (adjacent
+    segments of the same side, 'LKnee' - 'LHip' / 'LAnkle'; a shared segment's joints, such as
+    'LPelvis' and 'RPelvis', touch both sides: each other and both hips); never itself."""
+    def split(j: str) -> tuple[str, str]:
+        """(side or '', base name)."""
+        return (j[0], j[1:]) if j[:1] in SIDES and j[1:2].isupper() else ("", j)
+    parts = [split(j) for j in joints]
+    out = []
+    for sa, ba in parts:
+        row = []
+        for sb, bb in parts:
+            same_side = sa == sb or not sa or not sb or ba in _SHARED or bb in _SHARED
+            row.append((sa, ba) != (sb, bb) and same_side and (
+                frozenset((ba, bb)) in _CHAIN_EDGES or (ba == bb and ba in _SHARED)))
+        out.append(row)
+    return out
+
+
 def reliable_channels(joints, num_channels: int = len(CHANNELS)):
     """[J, C] bool: the reliable channels of each joint (RELIABLE_CHANNELS); a joint it does not
     list (trunk, a skeleton's points) keeps every channel."""

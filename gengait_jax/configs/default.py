@@ -56,6 +56,8 @@ def _base() -> ml_collections.ConfigDict:
         asymmetry=True,  # a paired joint's shape z combined with its left - right deviation's
         joint_alpha=0.01,  # once a trial is flagged (family-wise alpha), every joint above
                            # its own (1 - joint_alpha) healthy quantile is flagged; 0: off
+        chain_alpha=0.10,  # ... and a kinematic-chain neighbour of a family-wise flagged
+                           # joint above its (1 - chain_alpha) quantile (joints.py); 0: off
         confirm=True))  # a joint flagged only by its own threshold must stay above it with
                         # the family-wise flagged joints withheld (gengait.py)
     c.twin = ml_collections.ConfigDict(dict(  # gengait_jax/twin.py
