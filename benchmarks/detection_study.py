@@ -286,7 +286,8 @@ def main(argv: list[str]) -> None:
         res = localize(st, cals, models)
     print(json.dumps({"bilateral": a.bilateral, "window": a.window, "alpha": a.alpha,
                       "channels": a.channels, "offsets": a.offsets, "asymmetry": a.asymmetry,
-                      "confirm": a.confirm, "joint_alpha": a.joint_alpha, "chain_alpha": a.chain_alpha, **res}))
+                      "confirm": a.confirm, "joint_alpha": a.joint_alpha,
+                      "chain_alpha": a.chain_alpha, **res}))
 
 
 if __name__ == "__main__":

@@ -364,6 +364,7 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
             z_joint[owner == s] = z
     with _quiet():
         z_max = np.nanmax(z_joint, axis=-1)
+
     def per_joint(level: float | None) -> list | None:
         """Each joint's conformal (1 - level) quantile (None: too few values, never flags)."""
         return None if level is None else [
@@ -464,8 +465,9 @@ def band_scale(cal: dict, n_groups) -> np.ndarray:
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
         offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
-        chain_alpha: float | None = None, folds: dict | None = None, model_id: str | None = None, seed: int = 0,
-        x_ntjc=None, multi_ntjc=None, multi_groups: int = 0) -> dict:
+        chain_alpha: float | None = None, folds: dict | None = None,
+        model_id: str | None = None, seed: int = 0, x_ntjc=None, multi_ntjc=None,
+        multi_groups: int = 0) -> dict:
     """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides
     (and their observed curves `x_ntjc`: the reference curves, the asymmetry statistic, the
     twin's blend; and the reconstruction errors `multi_ntjc` of the same strides with
@@ -603,7 +605,7 @@ def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
 def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     """The trial decision over all strides (both sides): joint z [J] of the strides' mean
     own-phase residual (and asymmetry) against the k-stride null, its threshold, flags, map
-    [T, J], k."""
+    [T, J], k, and each joint's own threshold in this trial (`own_thresholds`)."""
     e, a = _streams(residuals_ntjc, sides, cal, x_ntjc)
     k = int(np.isfinite(e).any(axis=(1, 2, 3)).sum())
     entry = size_entry(cal, k)
@@ -619,4 +621,5 @@ def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     asym = z["asym"][0] if "asym" in z else np.full_like(z["shape"][0], np.nan)
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
             "map": z["map"][0], "offset_z": z["offset"][0], "shape_z": z["shape"][0],
-            "asym_z": asym, "threshold_k": entry["k"], "joint_threshold": own_thresholds(joint, entry, neighbours)}
+            "asym_z": asym, "threshold_k": entry["k"],
+            "joint_threshold": own_thresholds(joint, entry, neighbours)}
