@@ -33,6 +33,20 @@ def test_flop_counter_is_positive():
     assert benchmarking.peak_bytes(compiled) > 0
 
 
+def test_fractions_of_peak_rest_on_the_larger_peak_of_the_run():
+    res = {"peak_gflops": 100.0, "train": {"fraction_of_peak": 0.4, "op_profile": {"classes": {
+        "dense": {"fraction_of_peak": 0.5}, "attention": {"fraction_of_peak": None}}}},
+        "scoring": {"fraction_of_peak": 0.2, "b1": {"fraction_of_peak": 0.1}}}
+    benchmarking.use_peak(res, 200.0)
+    assert res["peak_gflops"] == 200.0
+    assert res["train"]["fraction_of_peak"] == pytest.approx(0.2)
+    assert res["train"]["op_profile"]["classes"]["dense"]["fraction_of_peak"] == pytest.approx(
+        0.25)
+    assert res["train"]["op_profile"]["classes"]["attention"]["fraction_of_peak"] is None
+    assert res["scoring"]["fraction_of_peak"] == pytest.approx(0.1)
+    assert res["scoring"]["b1"]["fraction_of_peak"] == pytest.approx(0.05)
+
+
 # chunk 3: J * B = 20 rows, the last chunk padded; 25: more than J * B, capped at it; prior:
 # rows-only adds one product of all masks' priors; factorized: the encoder on the token grid
 # and the last block's query rows gathered
