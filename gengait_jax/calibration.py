@@ -226,13 +226,27 @@ def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "re
             "neighbours": joints_lib.chain_neighbours(joint_names)}
 
 
-def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int]) -> np.ndarray:
-    """The asymmetry z [..., J, C] kept on the side whose own shape z is the larger (the
-    deviating side of an asymmetric pair), NaN on the other side and without a twin."""
+def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int],
+                w_e: np.ndarray | None = None, w_a: np.ndarray | None = None) -> np.ndarray:
+    """The asymmetry z [N, J, C] kept on the deviating side of a pair, NaN on the other side and
+    without a twin. With the windowed deviations of the residual `w_e` and the asymmetry `w_a`
+    [N, T, J, C]: the side whose own residual deviates the way the left - right difference
+    does AT THE PHASE where that difference deviates most (the sum of the pair's residuals
+    there, signed by the difference; a tie: the larger shape z); without them, the side whose
+    shape z (its largest deviation anywhere in the cycle) is the larger."""
     pair = np.asarray(pair, int)
+    twin = np.maximum(pair, 0)
     own = np.nan_to_num(z_shape, nan=-np.inf)
-    other = np.where((pair >= 0)[:, None], own[..., np.maximum(pair, 0), :], np.inf)
-    return np.where(own >= other, z_a, np.nan)
+    other = np.where((pair >= 0)[:, None], own[..., twin, :], np.inf)
+    larger = own >= other
+    if w_e is not None and w_a is not None:
+        a = np.nan_to_num(w_a, nan=0.0)
+        peak = np.argmax(np.abs(a), axis=1)[:, None]  # [N, 1, J, C]
+        e = np.nan_to_num(w_e, nan=0.0)
+        at = lambda v: np.take_along_axis(v, peak, axis=1)[:, 0]
+        evidence = (at(e) + at(e[:, :, twin])) * np.sign(at(a))
+        larger = (evidence > 0) | ((evidence == 0) & larger)
+    return np.where((pair >= 0)[:, None] & larger, z_a, np.nan)
 
 
 def _combined(z_shape: np.ndarray, z_a: np.ndarray) -> np.ndarray:
@@ -244,8 +258,7 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
     """Per (joint, channel) offset, shape (and asymmetry) z; the joint z [N, J] = the max, over
     the channels and statistics of the flag `rule`, of those z; the anomaly map [N, T, J] = the
     same z at every phase, max over the rule's channels. No rule: every channel and statistic.
-    With the asymmetry statistic, the side of a pair with the larger shape z (`_attributed`)
-    gets the Stouffer sum of its shape and asymmetry z instead of the shape z (`_combined`):
+    With the asymmetry statistic, the deviating side of a pair (`_attributed`) gets the Stouffer sum of its shape and asymmetry z instead of the shape z (`_combined`):
     measured on the validation people, a higher bar for a healthy person who is unusual in only
     one of the two (BUILD_NOTES "Calibration")."""
     z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
@@ -257,7 +270,7 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
         out = {"offset": z_off, "shape": z_shape}
         if "asym" in st:
             z_a = _attributed((st["asym"] - nul["asym_mean"]) / nul["asym_sd"], z_shape,
-                              rule["pair"])
+                              rule["pair"], st.get("window"), st.get("asym_window"))
             parts[0] = _combined(z_shape, z_a)
             out["asym"] = z_a
         out["joint"] = np.nanmax(np.where(mask, np.stack(parts), np.nan), axis=(0, -1))
@@ -336,17 +349,21 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
     trials = {name: _cycle_last(trial_residual(v, index)) for name, v in streams.items()}
 
     def stats(b: dict, rows) -> dict[str, np.ndarray]:
-        """The statistics `null_params` takes (offset, shape, asym) of the pseudo-trials `rows`
-        under the backgrounds `b` (per stream), named as `all_statistics` names them."""
+        """The statistics of the pseudo-trials `rows` under the backgrounds `b` (per stream),
+        named as `all_statistics` names them (windows [N, T, J, C])."""
         out = {}
         for name, v in trials.items():
-            offset, shape, _ = _statistics_last(v[rows], b[name], width)
+            offset, shape, w = _statistics_last(v[rows], b[name], width)
             if name == "e":
-                out.update(offset=offset, shape=shape)
+                out.update(offset=offset, shape=shape, window=np.moveaxis(w, -1, 1))
             else:
-                out["asym"] = shape
+                out.update(asym=shape, asym_window=np.moveaxis(w, -1, 1))
         return out
-    nul = null_params(stats(bgs, slice(None)))
+
+    def nulls(st: dict, keep) -> dict[str, np.ndarray]:
+        """`null_params` of the rows `keep` of `st`."""
+        return null_params({k: st[k][keep] for k in ("offset", "shape", "asym") if k in st})
+    nul = nulls(stats(bgs, slice(None)), slice(None))
     owner = subjects[index[:, 0]]
     z_joint = np.full((len(index), streams["e"].shape[2]), np.nan)
 
@@ -356,7 +373,7 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
         mine = owner == s
         rows = mine | (np.arange(len(index)) < N_LOSO_NULL)
         st = stats({name: b[s] for name, b in loso_bgs.items()}, rows)
-        loso = null_params({name: v[~mine[rows]] for name, v in st.items()})
+        loso = nulls(st, ~mine[rows])
         return zscores({name: v[mine[rows]] for name, v in st.items()}, loso, rule)["joint"]
     names = np.unique(owner)
     with concurrent.futures.ThreadPoolExecutor(min(len(names), os.cpu_count() or 1)) as pool:

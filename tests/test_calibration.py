@@ -153,6 +153,28 @@ def test_asymmetry_flags_a_one_sided_deviation_on_its_own_side(seed):
         calibration.decide(e1, s1, cal)  # without the observed curves: an error, not a guess
 
 
+@pytest.mark.parametrize("seed", [23, 25])
+def test_asymmetry_goes_to_the_side_that_deviates_where_the_sides_differ(seed):
+    """The left knee unusual early in its cycle (in its residual only: the body prior, not the
+    other side, disagrees with it) and the right knee with an 8-deg swing deficit (residual and
+    observed curve): the left knee's shape z is the larger, but the left - right difference
+    deviates in swing, where the right knee's residual does, so the asymmetry z is the right
+    knee's and so is the highest joint z."""
+    res, side, subj = _null(30, 6, 21)
+    cal = calibration.fit(res, side, subj, NAMES, x_ntjc=_observed(side, subj, 22),
+                          asymmetry=True)
+    e1, s1, sub1 = _null(1, 3, seed)
+    x1 = _observed(s1, sub1, seed + 1)
+    knee, left = NAMES.index("RKnee"), NAMES.index("LKnee")
+    for v in (e1, x1):
+        v[:, :, knee, 0] += _swing(-8.0, s1)
+    e1[:, :, left, 0] += _swing(14.0, s1, start=35)  # own phase 85-105: not in swing
+    d = calibration.decide(e1, s1, cal, x1)
+    assert d["shape_z"][left, 0] > d["shape_z"][knee, 0]  # the old rule's choice: left
+    assert np.isfinite(d["asym_z"][knee, 0]) and np.isnan(d["asym_z"][left, 0])
+    assert np.nanargmax(d["z"]) == knee
+
+
 @pytest.mark.parametrize("amp,seed", [(4.0, 32), (7.0, 34)])
 def test_two_stage_flags_a_secondary_joint_only_in_a_flagged_trial(amp, seed):
     """A hip deviation above the hip's own healthy 95 % level but below the family-wise
