@@ -26,8 +26,8 @@ probability <= alpha (family-wise). Every subject weighs the same in the backgro
 
 Two options measured on the validation people (BUILD_NOTES "Calibration"): the ASYMMETRY
 statistic (the same shape statistic on the own-phase left - right curve of a paired joint,
-Stouffer-combined with the shape z on the side whose shape z is the larger: the person's other
-side is a tighter reference than the body prior), and TWO-STAGE flags (once a trial passes the
+Stouffer-combined with the shape z on the side that deviates where the two sides differ: the
+person's other side is a tighter reference than the body prior), and TWO-STAGE flags (once a trial passes the
 family-wise threshold, every joint above its own (1 - joint_alpha) healthy quantile; and a
 joint NEXT to a family-wise flagged one on the kinematic chain, `joints.chain_neighbours`,
 above its own (1 - chain_alpha) quantile: pathologies and their compensations involve
