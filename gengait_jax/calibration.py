@@ -27,11 +27,11 @@ probability <= alpha (family-wise). Every subject weighs the same in the backgro
 Two options measured on the validation people (BUILD_NOTES "Calibration"): the ASYMMETRY
 statistic (the same shape statistic on the own-phase left - right curve of a paired joint,
 Stouffer-combined with the shape z on the side that deviates where the two sides differ: the
-person's other side is a tighter reference than the body prior), and TWO-STAGE flags (once a trial passes the
-family-wise threshold, every joint above its own (1 - joint_alpha) healthy quantile; and a
-joint NEXT to a family-wise flagged one on the kinematic chain, `joints.chain_neighbours`,
-above its own (1 - chain_alpha) quantile: pathologies and their compensations involve
-adjacent joints of a limb).
+person's other side is a tighter reference than the body prior), and TWO-STAGE flags (once a
+trial passes the family-wise threshold, every joint above its own (1 - joint_alpha) healthy
+quantile; and a joint NEXT to a family-wise flagged one on the kinematic chain,
+`joints.chain_neighbours`, above its own (1 - chain_alpha) quantile: pathologies and their
+compensations involve adjacent joints of a limb).
 
 The OOF residuals come from K fold models, each trained without the subjects it scores
 (`train.train_folds`), so they are what a new person looks like to the final model.
@@ -226,27 +226,25 @@ def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "re
             "neighbours": joints_lib.chain_neighbours(joint_names)}
 
 
-def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int],
-                w_e: np.ndarray | None = None, w_a: np.ndarray | None = None) -> np.ndarray:
+def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int], w_e: np.ndarray,
+                w_a: np.ndarray) -> np.ndarray:
     """The asymmetry z [N, J, C] kept on the deviating side of a pair, NaN on the other side and
-    without a twin. With the windowed deviations of the residual `w_e` and the asymmetry `w_a`
-    [N, T, J, C]: the side whose own residual deviates the way the left - right difference
-    does AT THE PHASE where that difference deviates most (the sum of the pair's residuals
-    there, signed by the difference; a tie: the larger shape z); without them, the side whose
-    shape z (its largest deviation anywhere in the cycle) is the larger."""
+    without a twin: the side whose own residual deviates the way the left - right difference
+    does AT THE PHASE where that difference deviates most (the sum of the pair's windowed
+    residuals `w_e` there, signed by the windowed difference `w_a`, both [N, T, J, C]); a tie
+    goes to the larger shape z."""
     pair = np.asarray(pair, int)
     twin = np.maximum(pair, 0)
+    a, e = np.nan_to_num(w_a, nan=0.0), np.nan_to_num(w_e, nan=0.0)
+    peak = np.argmax(np.abs(a), axis=1)[:, None]  # [N, 1, J, C]
+
+    def at_peak(v: np.ndarray) -> np.ndarray:
+        """[N, T, J, C] -> [N, J, C]: the value at each joint and channel's peak phase."""
+        return np.take_along_axis(v, peak, axis=1)[:, 0]
+    evidence = (at_peak(e) + at_peak(e[:, :, twin])) * np.sign(at_peak(a))
     own = np.nan_to_num(z_shape, nan=-np.inf)
-    other = np.where((pair >= 0)[:, None], own[..., twin, :], np.inf)
-    larger = own >= other
-    if w_e is not None and w_a is not None:
-        a = np.nan_to_num(w_a, nan=0.0)
-        peak = np.argmax(np.abs(a), axis=1)[:, None]  # [N, 1, J, C]
-        e = np.nan_to_num(w_e, nan=0.0)
-        at = lambda v: np.take_along_axis(v, peak, axis=1)[:, 0]
-        evidence = (at(e) + at(e[:, :, twin])) * np.sign(at(a))
-        larger = (evidence > 0) | ((evidence == 0) & larger)
-    return np.where((pair >= 0)[:, None] & larger, z_a, np.nan)
+    tie = (evidence == 0) & (own >= own[..., twin, :])
+    return np.where((pair >= 0)[:, None] & ((evidence > 0) | tie), z_a, np.nan)
 
 
 def _combined(z_shape: np.ndarray, z_a: np.ndarray) -> np.ndarray:
@@ -258,9 +256,10 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
     """Per (joint, channel) offset, shape (and asymmetry) z; the joint z [N, J] = the max, over
     the channels and statistics of the flag `rule`, of those z; the anomaly map [N, T, J] = the
     same z at every phase, max over the rule's channels. No rule: every channel and statistic.
-    With the asymmetry statistic, the deviating side of a pair (`_attributed`) gets the Stouffer sum of its shape and asymmetry z instead of the shape z (`_combined`):
-    measured on the validation people, a higher bar for a healthy person who is unusual in only
-    one of the two (BUILD_NOTES "Calibration")."""
+    With the asymmetry statistic (and the windows of both streams, `all_statistics`), the
+    deviating side of a pair (`_attributed`) gets the Stouffer sum of its shape and asymmetry z
+    instead of the shape z (`_combined`): measured on the validation people, a higher bar for a
+    healthy person who is unusual in only one of the two (BUILD_NOTES "Calibration")."""
     z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
     mask = np.ones(z_off.shape[-2:], bool) if rule is None else np.asarray(rule["mask"], bool)
     use_off = True if rule is None else rule["offsets"]
@@ -270,7 +269,7 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
         out = {"offset": z_off, "shape": z_shape}
         if "asym" in st:
             z_a = _attributed((st["asym"] - nul["asym_mean"]) / nul["asym_sd"], z_shape,
-                              rule["pair"], st.get("window"), st.get("asym_window"))
+                              rule["pair"], st["window"], st["asym_window"])
             parts[0] = _combined(z_shape, z_a)
             out["asym"] = z_a
         out["joint"] = np.nanmax(np.where(mask, np.stack(parts), np.nan), axis=(0, -1))
