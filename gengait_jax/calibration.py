@@ -54,6 +54,8 @@ import scipy.stats
 from gengait_jax import data
 from tfds_gait import joints as joints_lib
 
+METHOD = "oof-offset-shape-2"  # changes with any statistic, attribution or threshold rule: a
+                               # calibration.json of another method must be re-made
 ALPHA = 0.05
 JOINT_ALPHA = 0.01
 CHAIN_ALPHA = 0.10
@@ -510,7 +512,7 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
              if k == 1 or len(_subjects_with(subjects, k)) >= MIN_SIZE_SUBJECTS]
     names = list(joint_names)
     cal = {
-        "model_id": model_id, "method": "oof-offset-shape", "alpha": alpha,
+        "model_id": model_id, "method": METHOD, "alpha": alpha,
         "joint_alpha": joint_alpha,
         "chain_alpha": chain_alpha if joint_alpha is not None else None, "window": width,
         "joint_names": names, "n_strides": int(len(e)),

@@ -234,10 +234,14 @@ class GenGait:
 
 
 def _check_calibrates(cal: dict | None, meta: dict, path) -> None:
-    """A calibration of another model is an error (recalibrate), never silently applied."""
+    """A calibration of another model or of another calibration method (an older
+    gengait-jax's rules) is an error (recalibrate), never silently applied."""
     if cal is not None and cal.get("model_id") != meta.get("model_id"):
         raise GaitDataError(path, f"calibrates model {cal.get('model_id')}, not "
                                   f"{meta.get('model_id')}: recalibrate (--calibrate)")
+    if cal is not None and cal.get("method") != calibration.METHOD:
+        raise GaitDataError(path, f"made by an older gengait-jax (method {cal.get('method')!r}, "
+                                  f"now {calibration.METHOD!r}): recalibrate (--calibrate)")
 
 
 def _map_twin(f, tw: twin_lib.Twin) -> twin_lib.Twin:

@@ -306,6 +306,10 @@ def _cli_cases(d, wd: str) -> dict:
     cal = json.loads(open(os.path.join(wd, "calibration.json")).read())
     open(os.path.join(old_cal, "calibration.json"), "w").write(json.dumps(
         dict(cal, twin_fusion={"weight": [[1.0]], "mean_asym": [[0.0]], "sd": [[1.0]]})))
+    old_rule = str(d / "old_rule")  # a calibration made by the previous flag rules
+    shutil.copytree(wd, old_rule)
+    open(os.path.join(old_rule, "calibration.json"), "w").write(json.dumps(
+        dict(cal, method="oof-offset-shape")))
     text_c3d = _bytes(d / "notes.c3d", lambda r: b"walked fine\n")
     one = _rewrite(d / "one.c3d", _frames(1))
     nomark = _rewrite(d / "nomark.c3d", lambda c: (
@@ -357,6 +361,9 @@ def _cli_cases(d, wd: str) -> dict:
         "D17-calibration-of-an-older-format": (
             ["launch.detect", f"--workdir={old_cal}", f"--input={p}"],
             os.path.join(old_cal, "calibration.json"), "older gengait-jax.*recalibrate"),
+        "D21-calibration-of-an-older-method": (
+            ["launch.detect", f"--workdir={old_rule}", f"--input={p}"],
+            os.path.join(old_rule, "calibration.json"), "older gengait-jax.*method.*recalibrate"),
         "D18-normals-folder-without-trials": (
             ["launch.detect", f"--workdir={wd}", "--calibrate", f"--normals={empty}"],
             str(empty), "no trial"),
@@ -398,6 +405,7 @@ CLI_ROWS = ["D1-npz-wrong-shape", "D2-npz-wrong-dtype", "D3-npz-joint-count", "D
             "D15-calibration-of-another-model", "D16-keypoint-csv-without-time",
             "D17-calibration-of-an-older-format", "D18-normals-folder-without-trials",
             "D19-normals-bad-file", "D20-normals-without-calibrate",
+            "D21-calibration-of-an-older-method",
             "T1-resume-checkpoint-of-another-config",
             "T2-empty-c3d-dir"]
 
