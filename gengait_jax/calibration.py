@@ -390,7 +390,7 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
             for j in range(z_joint.shape[1])]
     return {"k": k, "threshold": conformal_quantile(z_max, alpha),
             "joint_threshold": per_joint(joint_alpha),
-            "chain_threshold": per_joint(chain_alpha if joint_alpha is not None else None),
+            "chain_threshold": per_joint(chain_alpha),
             "n_trials": int(len(index)),
             "n_subjects": int(len(np.unique(owner))),
             **{name: np.round(v, 5).tolist() for name, v in nul.items()}}
@@ -492,6 +492,7 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
     `multi_groups` occlusion groups withheld together: the twin band's `band_inflation`);
     flags rest on the statistics of `flag_rule(channels, offsets, asymmetry)`."""
     subjects = np.asarray(subjects).astype(str)
+    chain_alpha = chain_alpha if joint_alpha is not None else None  # a two-stage rule's level
     if len(residuals_ntjc) < MIN_STRIDES or len(set(subjects.tolist())) < 3:
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
@@ -514,7 +515,7 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
     cal = {
         "model_id": model_id, "method": METHOD, "alpha": alpha,
         "joint_alpha": joint_alpha,
-        "chain_alpha": chain_alpha if joint_alpha is not None else None, "window": width,
+        "chain_alpha": chain_alpha, "window": width,
         "joint_names": names, "n_strides": int(len(e)),
         "n_subjects": int(len(set(subjects.tolist()))),
         "cohorts": None if cohorts is None else dict(zip(*np.unique(
@@ -561,7 +562,7 @@ def above(joint_z: np.ndarray, level) -> np.ndarray:
     return np.nan_to_num(joint_z, nan=-np.inf) > level
 
 
-def flags_of(joint_z: np.ndarray, entry: dict, neighbours=None) -> np.ndarray:
+def flags_of(joint_z: np.ndarray, entry: dict, neighbours) -> np.ndarray:
     """Flags [..., J]: a joint above the family-wise threshold; with per-joint thresholds (a
     two-stage rule), every joint above its own (`own_thresholds`) once any joint is above the
     family-wise one."""
@@ -578,12 +579,12 @@ def _thresholds(entry: dict, key: str) -> np.ndarray | None:
     return None if th is None else np.array([np.inf if t is None else t for t in th])
 
 
-def own_thresholds(joint_z: np.ndarray, entry: dict, neighbours=None) -> np.ndarray | None:
+def own_thresholds(joint_z: np.ndarray, entry: dict, neighbours) -> np.ndarray | None:
     """Each joint's own threshold [..., J] in a flagged trial: its (1 - joint_alpha) level, or
     its (1 - chain_alpha) level where it is a kinematic-chain neighbour (`neighbours` [J, J])
     of a joint above the family-wise threshold; None without a two-stage rule."""
     own, chain = _thresholds(entry, "joint_threshold"), _thresholds(entry, "chain_threshold")
-    if own is None or chain is None or neighbours is None:
+    if own is None or chain is None:
         return own
     gate = above(joint_z, entry["threshold"])
     near = (gate[..., :, None] & np.asarray(neighbours, bool)).any(axis=-2)
@@ -616,7 +617,7 @@ def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     entry = size_entry(cal, 1)
     st = all_statistics(e, _background(cal), cal["window"], a, _background(cal, "asym_background"))
     z = zscores(st, _arrays(entry), cal["flag_rule"])
-    return dict(z, flags=flags_of(z["joint"], entry, cal["flag_rule"].get("neighbours")),
+    return dict(z, flags=flags_of(z["joint"], entry, cal["flag_rule"]["neighbours"]),
                 threshold=entry["threshold"])
 
 
@@ -634,7 +635,7 @@ def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
                         _background(cal, "asym_background"))
     z = zscores(st, _arrays(entry), cal["flag_rule"])
     joint = z["joint"][0]
-    neighbours = cal["flag_rule"].get("neighbours")
+    neighbours = cal["flag_rule"]["neighbours"]
     flags = flags_of(joint, entry, neighbours)
     asym = z["asym"][0] if "asym" in z else np.full_like(z["shape"][0], np.nan)
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
