@@ -340,6 +340,18 @@ def _score_rates(model, x, patch: int, j: int, batches, min_s: float,
                          for c in chunks) for b in batches}
 
 
+def _angles(batch: dict) -> torch.Tensor:
+    """The batch's angles as the reference reads them (NaN -> 0, tenths of degrees)."""
+    return torch.from_numpy(np.nan_to_num(np.asarray(batch["angles"], np.float32)) / 10.0)
+
+
+def train_step_fn(cfg, shape: dict, batch: dict):
+    """A closure running one eager optimizer step of a fresh reference model on the batch."""
+    step = make_train_step(create(cfg, shape), cfg, shape["num_joints"])
+    tok = patchify(_angles(batch), cfg.model.patch)
+    return lambda: step(tok)
+
+
 def benchmark(cfg, shape: dict, batch: dict, *, quick: bool, score_batches=(1, 64),
               try_compile: bool = False) -> dict:
     """Train seq/s and pass-1 strides/s of the reference (eager; torch.compile if faster).
@@ -349,12 +361,9 @@ def benchmark(cfg, shape: dict, batch: dict, *, quick: bool, score_batches=(1, 6
     """
     min_s = 0.3 if quick else 2.0
     j, patch = shape["num_joints"], cfg.model.patch
-    x = torch.from_numpy(np.nan_to_num(np.asarray(batch["angles"], np.float32)) / 10.0)
-    model = create(cfg, shape)
-    step = make_train_step(model, cfg, j)
-    tok = patchify(x, patch)
-    t_train = _timeit(lambda: step(tok), min_s)
-    model.eval()
+    x = _angles(batch)
+    t_train = _timeit(train_step_fn(cfg, shape, batch), min_s)
+    model = create(cfg, shape).eval()
     scores = _score_rates(model, x, patch, j, score_batches, min_s)
     full = _score_rates(model, x, patch, j, score_batches[-1:], min_s, rows_only=False)
     out = dict(train_seq_per_s=len(x) / t_train, scoring=scores, scoring_full_decode=full,

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,16 @@ def test_fractions_of_peak_rest_on_the_larger_peak_of_the_run():
     assert res["train"]["op_profile"]["classes"]["attention"]["fraction_of_peak"] is None
     assert res["scoring"]["fraction_of_peak"] == pytest.approx(0.1)
     assert res["scoring"]["b1"]["fraction_of_peak"] == pytest.approx(0.05)
+
+
+def test_interleaved_timing_alternates_windows_and_reports_each_functions_median():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.002))}
+    out = benchmarking.interleaved(fns, rounds=3, window_s=0.01)
+    runs = [k for i, k in enumerate(calls) if i == 0 or calls[i - 1] != k]
+    assert runs == ["a", "b"] + ["a", "b"] * 3  # one warm-up each, then a, b windows in turn
+    assert min(calls.count("a"), calls.count("b")) >= 3 + 1
+    assert set(out) == {"a", "b"} and out["b"] >= 0.002  # b's median call holds its sleep
 
 
 # chunk 3: J * B = 20 rows, the last chunk padded; 25: more than J * B, capped at it; prior:
