@@ -52,7 +52,8 @@ def timeit(fn, min_s: float, min_reps: int = 3, max_reps: int = 1000, best: bool
     return float(np.min(times) if best else np.median(times))
 
 
-def interleaved(fns: dict, rounds: int, window_s: float) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, window_s: float
+                ) -> dict[str, float]:
     """Median seconds per call of each fn (which must block), timed in alternating windows
     (A B A B ...) after one warm-up call each, so that the slow moments of a shared machine
     fall on all of them alike."""
@@ -448,7 +449,8 @@ def table(res: dict) -> str:
             ("torch speedup train / pass 1 / full decode", "{:.2f} / {:.2f} / {:.2f}".format(
                 *(tor.get(k, float("nan")) for k in ("train_speedup", "scoring_speedup",
                                                      "scoring_speedup_full_decode")))),
-            ("torch train speedup timed apart", f"{tor.get('train_speedup_sequential', float('nan')):.2f}"),
+            ("torch train speedup timed apart",
+             f"{tor.get('train_speedup_sequential', float('nan')):.2f}"),
             ("input strides/s (x train)",
              f"{res['input']['strides_per_s']:.0f} ({res['input']['ratio_to_train']:.1f}x)")]
     if "cache" in res:
