@@ -28,8 +28,9 @@ from gengait_jax.model import GenGaitMAE
 MIN_VALID_FRACTION = 0.5
 MIN_CONTEXT_FRACTION = 0.5
 CONTEXT_HIDE = 0.25  # share of the context tokens a random context masking also hides
-BUCKETS = (8, 12, 16, 24, 32, 48, 64)  # strides are padded to one of these (one compile each)
-STRIDES_PER_STEP = 2  # pass 1 runs the J masks of this many strides at a time (lax.map)
+BUCKETS = (8, 12, 16, 24, 32, 48, 64)  # pass 2 pads strides to one of these (one compile each)
+PASS1_BUCKETS = (16, 64)  # pass 1's (no context maskings): its padding strides are skipped
+STRIDES_PER_STEP = 2  # pass 1 runs the J masks of this many strides per loop step
 
 _TRACES: collections.Counter = collections.Counter()
 
@@ -68,8 +69,10 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
                          chunk: int = 0) -> jax.Array:
     """Pass-1 reconstructions (no context maskings), decoding only joint j's rows in mask j.
 
-    chunk > 0 runs the J * B masked sequences `chunk` at a time (lax.map; at most all of
-    them), so that the activations of one step stay in cache; 0 runs them all in one vmap.
+    chunk > 0 runs the J * B masked sequences (stride-major) `chunk` at a time, so that the
+    activations of one step stay in cache, and only up to the last stride with a valid frame:
+    the strides that pad a batch to its bucket cost nothing (their reconstruction is NaN).
+    0 runs them all in one vmap.
     """
     j, p, patch = model.num_joints, model.num_patches, model.patch
     b, t, _, c = x_btjc.shape
@@ -86,10 +89,18 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
         s, pad = j * b, -(j * b) % chunk
         flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
                                  [(0, pad)] + [(0, 0)] * (a.ndim - 2))
-        tok = flat(jnp.broadcast_to(tokens, (j,) + tokens.shape))
-        args = [a.reshape((-1, chunk) + a.shape[1:]) for a in (tok, flat(vis), flat(rows))]
-        pred = jax.lax.map(lambda a: model.decoded(a[0], a[1], j * p - p, a[2]), args)
-        pred = pred.reshape((-1,) + pred.shape[2:])[:s]
+        tok, vis_s, rows_s = (flat(jnp.swapaxes(a, 0, 1)) for a in (
+            jnp.broadcast_to(tokens, (j,) + tokens.shape), vis, rows))
+        used = jnp.max(jnp.where(valid_btj.any((1, 2)), jnp.arange(1, b + 1), 0)) * j
+
+        def step(i, out):
+            """Decodes sequences [i * chunk, (i + 1) * chunk) into `out`."""
+            a = [jax.lax.dynamic_slice_in_dim(v, i * chunk, chunk) for v in (tok, vis_s, rows_s)]
+            return jax.lax.dynamic_update_slice_in_dim(
+                out, model.decoded(a[0], a[1], j * p - p, a[2]), i * chunk, 0)
+        pred = jax.lax.fori_loop(0, (used + chunk - 1) // chunk, step,
+                                 jnp.full((s + pad, p, patch * c), jnp.nan, jnp.float32))
+        pred = jnp.swapaxes(pred[:s].reshape((b, j) + pred.shape[1:]), 0, 1)
     tok_jbpd = pred.reshape(j, b, p, patch * c)
     if model.linear_prior:  # mask j hides joint j's group only: one product for all masks
         tok_jbpd = tok_jbpd + jnp.moveaxis(model.prior_all(tokens, valid_bn), 1, 0).reshape(
@@ -149,9 +160,10 @@ def compiled_cache_size() -> int:
     return _PASS1._cache_size()
 
 
-def bucket(n: int, cap: int = BUCKETS[-1]) -> int:
-    """Padded batch size for n strides (chunks of `cap` beyond it)."""
-    return next((b for b in BUCKETS if b >= min(n, cap)), cap)
+def bucket(n: int, cap: int = BUCKETS[-1], sizes: tuple[int, ...] = BUCKETS) -> int:
+    """Padded batch size for n strides: the smallest of `sizes` that holds them (chunks of
+    `cap` beyond it)."""
+    return next((b for b in sizes if b >= min(n, cap)), cap)
 
 
 def prepare(x_ntjc, valid_ntj=None) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +178,7 @@ def score_strides(model: GenGaitMAE, x_ntjc, valid_ntj=None, *, num_context: int
     """Pass 1 for N strides (padded to a bucket; one compiled call per chunk of 64)."""
     x, valid = prepare(x_ntjc, valid_ntj)
     graphdef, state = nnx.split(model)
-    n, size = len(x), bucket(len(x))
+    n, size = len(x), bucket(len(x), BUCKETS[-1], BUCKETS if num_context else PASS1_BUCKETS)
     parts = []
     for start in range(0, n, size):
         xs, vs = x[start:start + size], valid[start:start + size]

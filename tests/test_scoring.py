@@ -1,5 +1,6 @@
 """Pass 1: one compiled vmap program equals a per-joint loop; an offset joint stands out."""
 
+import jax
 import numpy as np
 from flax import nnx
 
@@ -34,6 +35,23 @@ def test_vmap_equals_per_joint_loop_and_compiles_once():
     np.testing.assert_allclose(got.residual_ntjc[np.broadcast_to(ok, x.shape)],
                                (x - loop)[np.broadcast_to(ok, x.shape)], rtol=1e-4, atol=1e-3)
     assert np.isnan(got.residual_ntjc[~valid]).all()
+
+
+def test_padding_strides_cost_nothing_and_two_programs_serve_every_trial_size():
+    model = _untrained(patch=10)
+    data = g.strides(9, 6)
+    before = scoring.trace_count()
+    for n in (1, 4, 9):  # all padded to the first pass-1 bucket
+        scoring.score_strides(model, data["angles"][:n])
+    assert scoring.trace_count() == before + 1
+    x, valid = scoring.prepare(data["angles"][:5])
+    valid[3:] = False  # two padding strides behind three real ones
+    chunk = scoring.STRIDES_PER_STEP * g.J
+    rows = jax.jit(scoring.occlusion_recon_rows, static_argnums=3)
+    got, alone = (np.asarray(rows(model, *a, chunk)) for a in ((x, valid), (x[:3], valid[:3])))
+    np.testing.assert_allclose(got[:3], alone, rtol=1e-5, atol=1e-4)
+    assert np.isfinite(got[:3]).all()
+    assert np.isnan(got[4]).all()  # beyond the last loop step that holds a real stride: skipped
 
 
 def test_context_maskings_run_in_the_same_single_program():
