@@ -89,15 +89,16 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
         s, pad = j * b, -(j * b) % chunk
         flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
                                  [(0, pad)] + [(0, 0)] * (a.ndim - 2))
-        tok, vis_s, rows_s = (flat(jnp.swapaxes(a, 0, 1)) for a in (
-            jnp.broadcast_to(tokens, (j,) + tokens.shape), vis, rows))
+        vis_s, rows_s = (flat(jnp.swapaxes(a, 0, 1)) for a in (vis, rows))
         used = jnp.max(jnp.where(valid_btj.any((1, 2)), jnp.arange(1, b + 1), 0)) * j
 
         def step(i, out):
             """Decodes sequences [i * chunk, (i + 1) * chunk) into `out`."""
-            a = [jax.lax.dynamic_slice_in_dim(v, i * chunk, chunk) for v in (tok, vis_s, rows_s)]
+            seq = i * chunk + jnp.arange(chunk)
+            tok = tokens[jnp.minimum(seq // j, b - 1)]  # each sequence's stride, in cache
+            v, q = (jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk) for a in (vis_s, rows_s))
             return jax.lax.dynamic_update_slice_in_dim(
-                out, model.decoded(a[0], a[1], j * p - p, a[2]), i * chunk, 0)
+                out, model.decoded(tok, v, j * p - p, q), i * chunk, 0)
         pred = jax.lax.fori_loop(0, (used + chunk - 1) // chunk, step,
                                  jnp.full((s + pad, p, patch * c), jnp.nan, jnp.float32))
         pred = jnp.swapaxes(pred[:s].reshape((b, j) + pred.shape[1:]), 0, 1)
