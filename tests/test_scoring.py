@@ -37,11 +37,11 @@ def test_vmap_equals_per_joint_loop_and_compiles_once():
     assert np.isnan(got.residual_ntjc[~valid]).all()
 
 
-def test_padding_strides_cost_nothing_and_two_programs_serve_every_trial_size():
+def test_padding_strides_cost_nothing_and_one_program_serves_every_short_trial():
     model = _untrained(patch=10)
-    data = g.strides(9, 6)
+    data = g.strides(scoring.PASS1_BUCKETS[0], 6)
     before = scoring.trace_count()
-    for n in (1, 4, 9):  # all padded to the first pass-1 bucket
+    for n in (1, 4, 9, scoring.PASS1_BUCKETS[0]):  # all padded to the first pass-1 bucket
         scoring.score_strides(model, data["angles"][:n])
     assert scoring.trace_count() == before + 1
     x, valid = scoring.prepare(data["angles"][:5])
