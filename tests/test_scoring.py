@@ -38,7 +38,7 @@ def test_vmap_equals_per_joint_loop_and_compiles_once():
 
 
 def test_padding_strides_cost_nothing_and_one_program_serves_every_short_trial():
-    model = _untrained(patch=10)
+    model = _untrained(patch=25)
     data = g.strides(scoring.PASS1_BUCKETS[0], 6)
     before = scoring.trace_count()
     for n in (1, 4, 9, scoring.PASS1_BUCKETS[0]):  # all padded to the first pass-1 bucket
