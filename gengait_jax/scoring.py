@@ -86,21 +86,19 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
     if chunk <= 0:
         pred = jax.vmap(lambda v, q: model.decoded(tokens, v, j * p - p, q))(vis, rows)
     else:
-        s, pad = j * b, -(j * b) % chunk
-        flat = lambda a: jnp.pad(a.reshape((s,) + a.shape[2:]),
-                                 [(0, pad)] + [(0, 0)] * (a.ndim - 2))
-        vis_s, rows_s = (flat(jnp.swapaxes(a, 0, 1)) for a in (vis, rows))
+        s = j * b
         used = jnp.max(jnp.where(valid_btj.any((1, 2)), jnp.arange(1, b + 1), 0)) * j
 
         def step(i, out):
-            """Decodes sequences [i * chunk, (i + 1) * chunk) into `out`."""
+            """Decodes sequences [i * chunk, (i + 1) * chunk) into `out`: each one's stride
+            and mask gathered here (in cache), none of them copied for all steps up front."""
             seq = i * chunk + jnp.arange(chunk)
-            tok = tokens[jnp.minimum(seq // j, b - 1)]  # each sequence's stride, in cache
-            v, q = (jax.lax.dynamic_slice_in_dim(a, i * chunk, chunk) for a in (vis_s, rows_s))
-            return jax.lax.dynamic_update_slice_in_dim(
-                out, model.decoded(tok, v, j * p - p, q), i * chunk, 0)
+            stride, joint = jnp.minimum(seq // j, b - 1), seq % j  # padding: any stride
+            pred = model.decoded(tokens[stride], vis[joint, stride], j * p - p,
+                                 rows[joint, stride])
+            return jax.lax.dynamic_update_slice_in_dim(out, pred, i * chunk, 0)
         pred = jax.lax.fori_loop(0, (used + chunk - 1) // chunk, step,
-                                 jnp.full((s + pad, p, patch * c), jnp.nan, jnp.float32))
+                                 jnp.full((s - s % -chunk, p, patch * c), jnp.nan, jnp.float32))
         pred = jnp.swapaxes(pred[:s].reshape((b, j) + pred.shape[1:]), 0, 1)
     tok_jbpd = pred.reshape(j, b, p, patch * c)
     if model.linear_prior:  # mask j hides joint j's group only: one product for all masks
