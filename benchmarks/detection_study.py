@@ -258,6 +258,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--chain_alpha", type=float, default=calibration.CHAIN_ALPHA,
                    help="two-stage flags of a family-wise flagged joint's kinematic-chain "
                         "neighbours at this level (0: off)")
+    p.add_argument("--misfit", type=float, default=calibration.MISFIT,
+                   help="weight of the trial's misfit removed from its joint z (0: off)")
+    p.add_argument("--misfit_quantile", type=float, default=calibration.MISFIT_QUANTILE)
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
     p.add_argument("--contralateral", action=argparse.BooleanOptionalAction, default=True,
                    help="the twin blends the other side's curve where it is observed")
@@ -274,7 +277,8 @@ def main(argv: list[str]) -> None:
     st = make_study(wd, bilateral=a.bilateral)
     cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
                         offsets=a.offsets, asymmetry=a.asymmetry,
-                        joint_alpha=a.joint_alpha or None, chain_alpha=a.chain_alpha or None)
+                        joint_alpha=a.joint_alpha or None, chain_alpha=a.chain_alpha or None,
+                        misfit=a.misfit, misfit_quantile=a.misfit_quantile)
     models = fold_models(wd, cals, a.confirm)
     if a.spread:
         res = {"spread": reference_spread(st)}
@@ -287,7 +291,8 @@ def main(argv: list[str]) -> None:
     print(json.dumps({"bilateral": a.bilateral, "window": a.window, "alpha": a.alpha,
                       "channels": a.channels, "offsets": a.offsets, "asymmetry": a.asymmetry,
                       "confirm": a.confirm, "joint_alpha": a.joint_alpha,
-                      "chain_alpha": a.chain_alpha, **res}))
+                      "chain_alpha": a.chain_alpha, "misfit": a.misfit,
+                      "misfit_quantile": a.misfit_quantile, **res}))
 
 
 if __name__ == "__main__":

@@ -125,7 +125,11 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         offsets=bool(cfg.calibration.get("offsets", False)),
         asymmetry=bool(cfg.calibration.get("asymmetry", False)),
         joint_alpha=cfg.calibration.get("joint_alpha") or None,
-        chain_alpha=cfg.calibration.get("chain_alpha") or None, model_id=meta.get("model_id"),
+        chain_alpha=cfg.calibration.get("chain_alpha") or None,
+        misfit=float(cfg.calibration.get("misfit", 0.0)),
+        misfit_quantile=float(cfg.calibration.get("misfit_quantile",
+                                                  calibration.MISFIT_QUANTILE)),
+        model_id=meta.get("model_id"),
         x_ntjc=strides.x, multi_ntjc=multi, multi_groups=groups, folds=folds)
     if normals is not None:
         cal["normals"] = {"folder": str(normals), "n_strides": len(lab),

@@ -31,7 +31,11 @@ person's other side is a tighter reference than the body prior), and TWO-STAGE f
 trial passes the family-wise threshold, every joint above its own (1 - joint_alpha) healthy
 quantile; and a joint NEXT to a family-wise flagged one on the kinematic chain,
 `joints.chain_neighbours`, above its own (1 - chain_alpha) quantile: pathologies and their
-compensations involve adjacent joints of a limb).
+compensations involve adjacent joints of a limb). And the trial's MISFIT removed: every joint
+z less `misfit` x the trial's `misfit_quantile` percentile of its joint z (the thresholds are
+fitted on the same values): a healthy person whom the body prior fits poorly everywhere (a
+treadmill walker, another lab's protocol) has all joint z raised, a focal deviation raises
+one to three of them.
 
 The OOF residuals come from K fold models, each trained without the subjects it scores
 (`train.train_folds`), so they are what a new person looks like to the final model.
@@ -54,11 +58,13 @@ import scipy.stats
 from gengait_jax import data
 from tfds_gait import joints as joints_lib
 
-METHOD = "oof-offset-shape-2"  # changes with any statistic, attribution or threshold rule: a
+METHOD = "oof-offset-shape-3"  # changes with any statistic, attribution or threshold rule: a
                                # calibration.json of another method must be re-made
 ALPHA = 0.05
 JOINT_ALPHA = 0.01
 CHAIN_ALPHA = 0.10
+MISFIT = 0.5           # weight of the trial's misfit removed from its joint z (0: off)
+MISFIT_QUANTILE = 30.0  # percentile of the trial's joint z that measures its misfit
 WINDOW = 20
 TRIAL_SIZES = (1, 2, 3, 4, 6, 8, 10)
 N_PSEUDO = 2000
@@ -214,18 +220,35 @@ def _one_sided(z_two_sided: np.ndarray) -> np.ndarray:
 
 
 def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "reliable",
-              offsets: bool = False, asymmetry: bool = False) -> dict:
+              offsets: bool = False, asymmetry: bool = False, misfit: float = 0.0,
+              misfit_quantile: float = MISFIT_QUANTILE) -> dict:
     """Which statistics a flag rests on: `channels` "reliable" (joints.reliable_channels) or
     "all"; `offsets`: the offset statistic too (else only the shape one); `asymmetry`: the
-    shape statistic of the left - right difference too, where a joint has a twin (`pair`)."""
+    shape statistic of the left - right difference too, where a joint has a twin (`pair`);
+    `misfit`: the weight of the trial's misfit removed from its joint z (`_misfit`)."""
     if channels not in ("reliable", "all"):
         raise ValueError(f"calibration.channels={channels!r}: use 'reliable' or 'all'")
+    if not 0.0 <= misfit < 1.0 or not 0.0 <= misfit_quantile <= 100.0:
+        raise ValueError(f"calibration.misfit={misfit} must lie in [0, 1) and "
+                         f"calibration.misfit_quantile={misfit_quantile} in [0, 100]")
     mask = joints_lib.reliable_channels(joint_names, num_channels) if channels == "reliable" \
         else [[True] * num_channels for _ in joint_names]
     pair = joints_lib.contralateral(joint_names)
     return {"channels": channels, "mask": mask, "offsets": bool(offsets),
             "asymmetry": bool(asymmetry) and max(pair) >= 0, "pair": pair,
-            "neighbours": joints_lib.chain_neighbours(joint_names)}
+            "neighbours": joints_lib.chain_neighbours(joint_names),
+            "misfit": float(misfit), "misfit_quantile": float(misfit_quantile)}
+
+
+def _misfit(joint_z: np.ndarray, rule: dict | None) -> np.ndarray:
+    """A trial's misfit [N, 1]: the rule's `misfit` weight x the `misfit_quantile` percentile
+    of its joint z [N, J] (0 without a rule, a weight or a scored joint)."""
+    weight = 0.0 if rule is None else rule.get("misfit", 0.0)
+    if not weight:
+        return np.zeros(joint_z.shape[:-1] + (1,))
+    with _quiet():
+        q = np.nanpercentile(joint_z, rule["misfit_quantile"], axis=-1, keepdims=True)
+    return weight * np.nan_to_num(q)
 
 
 def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int], w_e: np.ndarray,
@@ -261,7 +284,8 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
     With the asymmetry statistic (and the windows of both streams, `all_statistics`), the
     deviating side of a pair (`_attributed`) gets the Stouffer sum of its shape and asymmetry z
     instead of the shape z (`_combined`): measured on the validation people, a higher bar for a
-    healthy person who is unusual in only one of the two (BUILD_NOTES "Calibration")."""
+    healthy person who is unusual in only one of the two (BUILD_NOTES "Calibration"). The
+    joint z and the map are net of the trial's misfit (`_misfit`, 'misfit' [N])."""
     z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
     mask = np.ones(z_off.shape[-2:], bool) if rule is None else np.asarray(rule["mask"], bool)
     use_off = True if rule is None else rule["offsets"]
@@ -274,14 +298,16 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
                               rule["pair"], st["window"], st["asym_window"])
             parts[0] = _combined(z_shape, z_a)
             out["asym"] = z_a
-        out["joint"] = np.nanmax(np.where(mask, np.stack(parts), np.nan), axis=(0, -1))
+        joint = np.nanmax(np.where(mask, np.stack(parts), np.nan), axis=(0, -1))
+        misfit = _misfit(joint, rule)
+        out["joint"], out["misfit"] = joint - misfit, misfit[..., 0]
         if "window" in st:
             z_map = (np.abs(st["window"]) - nul["shape_mean"]) / nul["shape_sd"]
             if "asym_window" in st:
                 z_map = _combined(z_map, np.where(
                     np.isfinite(z_a)[:, None], (np.abs(st["asym_window"]) - nul["asym_mean"])
                     / nul["asym_sd"], np.nan))
-            out["map"] = np.nanmax(np.where(mask, z_map, np.nan), axis=-1)
+            out["map"] = np.nanmax(np.where(mask, z_map, np.nan), axis=-1) - misfit[:, None]
     return out
 
 
@@ -483,21 +509,24 @@ def band_scale(cal: dict, n_groups) -> np.ndarray:
 def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=None,
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
         offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
-        chain_alpha: float | None = None, folds: dict | None = None,
+        chain_alpha: float | None = None, misfit: float = 0.0,
+        misfit_quantile: float = MISFIT_QUANTILE, folds: dict | None = None,
         model_id: str | None = None, seed: int = 0, x_ntjc=None, multi_ntjc=None,
         multi_groups: int = 0) -> dict:
     """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides
     (and their observed curves `x_ntjc`: the reference curves, the asymmetry statistic, the
     twin's blend; and the reconstruction errors `multi_ntjc` of the same strides with
     `multi_groups` occlusion groups withheld together: the twin band's `band_inflation`);
-    flags rest on the statistics of `flag_rule(channels, offsets, asymmetry)`."""
+    flags rest on the statistics of `flag_rule(channels, offsets, asymmetry, misfit,
+    misfit_quantile)`."""
     subjects = np.asarray(subjects).astype(str)
     chain_alpha = chain_alpha if joint_alpha is not None else None  # a two-stage rule's level
     if len(residuals_ntjc) < MIN_STRIDES or len(set(subjects.tolist())) < 3:
         raise ValueError(f"calibration needs >= {MIN_STRIDES} strides of >= 3 subjects, got "
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
     e = data.to_own_phase(residuals_ntjc, sides, joint_names)
-    rule = flag_rule(joint_names, e.shape[-1], channels, offsets, asymmetry)
+    rule = flag_rule(joint_names, e.shape[-1], channels, offsets, asymmetry, misfit,
+                     misfit_quantile)
     if rule["asymmetry"] and x_ntjc is None:
         raise ValueError("the asymmetry statistic needs the observed curves (x_ntjc)")
     streams = {"e": e}
@@ -641,4 +670,5 @@ def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
             "map": z["map"][0], "offset_z": z["offset"][0], "shape_z": z["shape"][0],
             "asym_z": asym, "threshold_k": entry["k"],
-            "joint_threshold": own_thresholds(joint, entry, neighbours)}
+            "joint_threshold": own_thresholds(joint, entry, neighbours),
+            "misfit": float(z["misfit"][0])}

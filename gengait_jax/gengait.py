@@ -63,6 +63,8 @@ class Decision:
                                         # flagged: its joint_alpha level, or chain_alpha next
                                         # to a family-wise flagged joint (None: family-wise
                                         # flags only)
+    misfit: float = 0.0      # removed from every joint z: the rule's weight x the trial's
+                             # percentile of its joint z (calibration._misfit)
 
 
 class GenGait:
@@ -145,7 +147,7 @@ class GenGait:
             d2 = calibration.decide(again.residual, strides.side, self.calibration, strides.x)
             flagged = primary | (secondary & calibration.above(d2["z"], d["joint_threshold"]))
         return Decision(d["z"], flagged, d["threshold"], d["k"], d["map"], d["offset_z"],
-                        d["shape_z"], d["asym_z"], d["joint_threshold"])
+                        d["shape_z"], d["asym_z"], d["joint_threshold"], d["misfit"])
 
     # ------------------------------------------------------------------ pass 2
     def withheld(self, strides: data.Strides, flagged_j: np.ndarray,
@@ -322,7 +324,12 @@ class DetectResult:
                                                rule["channels"], " and offset z"
                                                if rule["offsets"] else "",
                                                ", combined with the left - right asymmetry z"
-                                               if rule.get("asymmetry") else ""),
+                                               if rule.get("asymmetry") else "") + (
+                                  ", less {:g} x the trial's {:g}th percentile of its joint z "
+                                  "(its misfit: a person the body prior fits poorly "
+                                  "everywhere)".format(rule["misfit"], rule["misfit_quantile"])
+                                  if rule.get("misfit") else ""),
+                              "misfit": dec.misfit,
                               "joint_alpha": self.calibration.get("joint_alpha"),
                               "chain_alpha": self.calibration.get("chain_alpha"),
                               "rule": "a joint is flagged above z; once one is, every joint "

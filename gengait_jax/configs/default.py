@@ -58,6 +58,8 @@ def _base() -> ml_collections.ConfigDict:
                            # its own (1 - joint_alpha) healthy quantile is flagged; 0: off
         chain_alpha=0.10,  # ... and a kinematic-chain neighbour of a family-wise flagged
                            # joint above its (1 - chain_alpha) quantile (joints.py); 0: off
+        misfit=0.5,  # every joint z less misfit x the trial's misfit_quantile percentile of
+        misfit_quantile=30.0,  # its joint z (a person the prior fits poorly everywhere); 0: off
         confirm=True))  # a joint flagged only by its own threshold must stay above it with
                         # the family-wise flagged joints withheld (gengait.py)
     c.twin = ml_collections.ConfigDict(dict(  # gengait_jax/twin.py
