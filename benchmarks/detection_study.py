@@ -261,6 +261,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--misfit", type=float, default=calibration.MISFIT,
                    help="weight of the trial's misfit removed from its joint z (0: off)")
     p.add_argument("--misfit_quantile", type=float, default=calibration.MISFIT_QUANTILE)
+    p.add_argument("--paired_offsets", action=argparse.BooleanOptionalAction, default=False,
+                   help="a paired joint's offset flags where the left - right offset agrees")
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
     p.add_argument("--contralateral", action=argparse.BooleanOptionalAction, default=True,
                    help="the twin blends the other side's curve where it is observed")
@@ -278,7 +280,8 @@ def main(argv: list[str]) -> None:
     cals = calibrations(st, width=a.window, alpha=a.alpha, channels=a.channels,
                         offsets=a.offsets, asymmetry=a.asymmetry,
                         joint_alpha=a.joint_alpha or None, chain_alpha=a.chain_alpha or None,
-                        misfit=a.misfit, misfit_quantile=a.misfit_quantile)
+                        misfit=a.misfit, misfit_quantile=a.misfit_quantile,
+                        paired_offsets=a.paired_offsets)
     models = fold_models(wd, cals, a.confirm)
     if a.spread:
         res = {"spread": reference_spread(st)}
@@ -292,7 +295,8 @@ def main(argv: list[str]) -> None:
                       "channels": a.channels, "offsets": a.offsets, "asymmetry": a.asymmetry,
                       "confirm": a.confirm, "joint_alpha": a.joint_alpha,
                       "chain_alpha": a.chain_alpha, "misfit": a.misfit,
-                      "misfit_quantile": a.misfit_quantile, **res}))
+                      "misfit_quantile": a.misfit_quantile,
+                      "paired_offsets": a.paired_offsets, **res}))
 
 
 if __name__ == "__main__":

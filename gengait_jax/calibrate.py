@@ -127,6 +127,7 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         joint_alpha=cfg.calibration.get("joint_alpha") or None,
         chain_alpha=cfg.calibration.get("chain_alpha") or None,
         misfit=float(cfg.calibration.get("misfit", 0.0)),
+        paired_offsets=bool(cfg.calibration.get("paired_offsets", False)),
         misfit_quantile=float(cfg.calibration.get("misfit_quantile",
                                                   calibration.MISFIT_QUANTILE)),
         model_id=meta.get("model_id"),

@@ -35,7 +35,10 @@ compensations involve adjacent joints of a limb). And the trial's MISFIT removed
 z less `misfit` x the trial's `misfit_quantile` percentile of its joint z (the thresholds are
 fitted on the same values): a healthy person whom the body prior fits poorly everywhere (a
 treadmill walker, another lab's protocol) has all joint z raised, a focal deviation raises
-one to three of them.
+one to three of them. With `paired_offsets`, a paired joint's OFFSET z flags too, Stouffer-
+combined with the offset of its left - right difference on the side whose residual offset
+deviates the same way: a constant one-sided deviation (a knee that never extends) has no
+shape, but the person's other side shows it.
 
 The OOF residuals come from K fold models, each trained without the subjects it scores
 (`train.train_folds`), so they are what a new person looks like to the final model.
@@ -58,7 +61,7 @@ import scipy.stats
 from gengait_jax import data
 from tfds_gait import joints as joints_lib
 
-METHOD = "oof-offset-shape-3"  # changes with any statistic, attribution or threshold rule: a
+METHOD = "oof-offset-shape-4"  # changes with any statistic, attribution or threshold rule: a
                                # calibration.json of another method must be re-made
 ALPHA = 0.05
 JOINT_ALPHA = 0.01
@@ -187,7 +190,9 @@ def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray
 def null_params(st: dict) -> dict[str, np.ndarray]:
     """Null of each statistic per (joint, channel): offset mean / SD, shape mean / SD (and the
     asymmetry shape's, when `st` has one)."""
-    keys = [("off", "offset"), ("shape", "shape")] + ([("asym", "asym")] if "asym" in st else [])
+    keys = [("off", "offset"), ("shape", "shape")] + [
+        (short, name) for short, name in (("asym", "asym"), ("aoff", "asym_offset"))
+        if name in st]
     out = {}
     with _quiet():
         for short, name in keys:
@@ -221,11 +226,13 @@ def _one_sided(z_two_sided: np.ndarray) -> np.ndarray:
 
 def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "reliable",
               offsets: bool = False, asymmetry: bool = False, misfit: float = 0.0,
-              misfit_quantile: float = MISFIT_QUANTILE) -> dict:
+              misfit_quantile: float = MISFIT_QUANTILE, paired_offsets: bool = False) -> dict:
     """Which statistics a flag rests on: `channels` "reliable" (joints.reliable_channels) or
     "all"; `offsets`: the offset statistic too (else only the shape one); `asymmetry`: the
     shape statistic of the left - right difference too, where a joint has a twin (`pair`);
-    `misfit`: the weight of the trial's misfit removed from its joint z (`_misfit`)."""
+    `misfit`: the weight of the trial's misfit removed from its joint z (`_misfit`);
+    `paired_offsets`: a paired joint's offset flags too where its left - right offset
+    difference deviates the same way (`_offset_attributed`; needs `asymmetry`)."""
     if channels not in ("reliable", "all"):
         raise ValueError(f"calibration.channels={channels!r}: use 'reliable' or 'all'")
     if not 0.0 <= misfit < 1.0 or not 0.0 <= misfit_quantile <= 100.0:
@@ -237,7 +244,8 @@ def flag_rule(joint_names: Sequence[str], num_channels: int, channels: str = "re
     return {"channels": channels, "mask": mask, "offsets": bool(offsets),
             "asymmetry": bool(asymmetry) and max(pair) >= 0, "pair": pair,
             "neighbours": joints_lib.chain_neighbours(joint_names),
-            "misfit": float(misfit), "misfit_quantile": float(misfit_quantile)}
+            "misfit": float(misfit), "misfit_quantile": float(misfit_quantile),
+            "paired_offsets": bool(paired_offsets and asymmetry) and max(pair) >= 0}
 
 
 def _misfit(joint_z: np.ndarray, rule: dict | None) -> np.ndarray:
@@ -272,6 +280,18 @@ def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int], w_e: 
     return np.where((pair >= 0)[:, None] & ((evidence > 0) | tie), z_a, np.nan)
 
 
+def _offset_attributed(z_ao: np.ndarray, off_e: np.ndarray, off_a: np.ndarray,
+                       pair: Sequence[int]) -> np.ndarray:
+    """The left - right offset z [N, J, C] kept on the side of a pair whose residual offset
+    deviates the way the offset difference does (the pair's summed residual offsets `off_e`,
+    signed by the difference's offset `off_a`), NaN on the other side and without a twin."""
+    pair = np.asarray(pair, int)
+    twin = np.maximum(pair, 0)
+    e = np.nan_to_num(off_e, nan=0.0)
+    evidence = (e + e[..., twin, :]) * np.sign(np.nan_to_num(off_a, nan=0.0))
+    return np.where((pair >= 0)[:, None] & (evidence > 0), z_ao, np.nan)
+
+
 def _combined(z_shape: np.ndarray, z_a: np.ndarray) -> np.ndarray:
     """Stouffer's sum (z_shape + z_a) / sqrt 2 where the asymmetry z counts, else z_shape."""
     return np.where(np.isfinite(z_a), (z_shape + z_a) / np.sqrt(2.0), z_shape)
@@ -298,6 +318,12 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
                               rule["pair"], st["window"], st["asym_window"])
             parts[0] = _combined(z_shape, z_a)
             out["asym"] = z_a
+        if rule is not None and rule.get("paired_offsets") and "asym_offset" in st:
+            z_ao = _offset_attributed(_one_sided((st["asym_offset"] - nul["aoff_mean"])
+                                                 / nul["aoff_sd"]), st["offset"],
+                                      st["asym_offset"], rule["pair"])
+            parts.append(np.where(np.isfinite(z_ao), (z_off + z_ao) / np.sqrt(2.0), np.nan))
+            out["asym_offset"] = z_ao
         joint = np.nanmax(np.where(mask, np.stack(parts), np.nan), axis=(0, -1))
         misfit = _misfit(joint, rule)
         out["joint"], out["misfit"] = joint - misfit, misfit[..., 0]
@@ -350,7 +376,7 @@ def all_statistics(e: np.ndarray, bg: dict, width: int, a: np.ndarray | None = N
     out = statistics(e, bg, width)
     if a is not None:
         sa = statistics(a, bg_a, width)
-        out.update(asym=sa["shape"], asym_window=sa["window"])
+        out.update(asym=sa["shape"], asym_window=sa["window"], asym_offset=sa["offset"])
     return out
 
 
@@ -384,12 +410,13 @@ def _fit_size(streams: dict, subjects: np.ndarray, k: int, bgs: dict, loso_bgs: 
             if name == "e":
                 out.update(offset=offset, shape=shape, window=np.moveaxis(w, -1, 1))
             else:
-                out.update(asym=shape, asym_window=np.moveaxis(w, -1, 1))
+                out.update(asym=shape, asym_window=np.moveaxis(w, -1, 1), asym_offset=offset)
         return out
 
     def nulls(st: dict, keep) -> dict[str, np.ndarray]:
         """`null_params` of the rows `keep` of `st`."""
-        return null_params({k: st[k][keep] for k in ("offset", "shape", "asym") if k in st})
+        return null_params({k: st[k][keep] for k in ("offset", "shape", "asym", "asym_offset")
+                            if k in st})
     nul = nulls(stats(bgs, slice(None)), slice(None))
     owner = subjects[index[:, 0]]
     z_joint = np.full((len(index), streams["e"].shape[2]), np.nan)
@@ -510,7 +537,8 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
         alpha: float = ALPHA, width: int = WINDOW, channels: str = "reliable",
         offsets: bool = False, asymmetry: bool = False, joint_alpha: float | None = None,
         chain_alpha: float | None = None, misfit: float = 0.0,
-        misfit_quantile: float = MISFIT_QUANTILE, folds: dict | None = None,
+        misfit_quantile: float = MISFIT_QUANTILE, paired_offsets: bool = False,
+        folds: dict | None = None,
         model_id: str | None = None, seed: int = 0, x_ntjc=None, multi_ntjc=None,
         multi_groups: int = 0) -> dict:
     """The calibration (JSON-able) from OOF pass-1 residuals [N, T, J, C] of healthy strides
@@ -526,7 +554,7 @@ def fit(residuals_ntjc, sides, subjects, joint_names: Sequence[str], *, cohorts=
                          f"{len(residuals_ntjc)} of {len(set(subjects.tolist()))}")
     e = data.to_own_phase(residuals_ntjc, sides, joint_names)
     rule = flag_rule(joint_names, e.shape[-1], channels, offsets, asymmetry, misfit,
-                     misfit_quantile)
+                     misfit_quantile, paired_offsets)
     if rule["asymmetry"] and x_ntjc is None:
         raise ValueError("the asymmetry statistic needs the observed curves (x_ntjc)")
     streams = {"e": e}
@@ -582,7 +610,8 @@ def size_entry(cal: dict, k: int) -> dict:
 def _arrays(entry: dict) -> dict[str, np.ndarray]:
     """The null parameters of a size entry as arrays."""
     return {k: np.asarray(entry[k], float) for k in ("off_mean", "off_sd", "shape_mean",
-                                                     "shape_sd", "asym_mean", "asym_sd")
+                                                     "shape_sd", "asym_mean", "asym_sd",
+                                                     "aoff_mean", "aoff_sd")
             if k in entry}
 
 
@@ -666,9 +695,11 @@ def decide(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:
     joint = z["joint"][0]
     neighbours = cal["flag_rule"]["neighbours"]
     flags = flags_of(joint, entry, neighbours)
-    asym = z["asym"][0] if "asym" in z else np.full_like(z["shape"][0], np.nan)
+    nan = np.full_like(z["shape"][0], np.nan)
+    asym = z["asym"][0] if "asym" in z else nan
     return {"z": joint, "flagged": flags, "threshold": float(entry["threshold"]), "k": k,
             "map": z["map"][0], "offset_z": z["offset"][0], "shape_z": z["shape"][0],
             "asym_z": asym, "threshold_k": entry["k"],
             "joint_threshold": own_thresholds(joint, entry, neighbours),
-            "misfit": float(z["misfit"][0])}
+            "misfit": float(z["misfit"][0]),
+            "asym_offset_z": z["asym_offset"][0] if "asym_offset" in z else nan}

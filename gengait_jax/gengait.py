@@ -63,8 +63,9 @@ class Decision:
                                         # flagged: its joint_alpha level, or chain_alpha next
                                         # to a family-wise flagged joint (None: family-wise
                                         # flags only)
-    misfit: float = 0.0      # removed from every joint z: the rule's weight x the trial's
+    misfit: float            # removed from every joint z: the rule's weight x the trial's
                              # percentile of its joint z (calibration._misfit)
+    asym_offset_z: np.ndarray  # [J, C] left - right offset z where it counts
 
 
 class GenGait:
@@ -147,7 +148,8 @@ class GenGait:
             d2 = calibration.decide(again.residual, strides.side, self.calibration, strides.x)
             flagged = primary | (secondary & calibration.above(d2["z"], d["joint_threshold"]))
         return Decision(d["z"], flagged, d["threshold"], d["k"], d["map"], d["offset_z"],
-                        d["shape_z"], d["asym_z"], d["joint_threshold"], d["misfit"])
+                        d["shape_z"], d["asym_z"], d["joint_threshold"], d["misfit"],
+                        d["asym_offset_z"])
 
     # ------------------------------------------------------------------ pass 2
     def withheld(self, strides: data.Strides, flagged_j: np.ndarray,
@@ -311,6 +313,7 @@ class DetectResult:
                 or not np.isfinite(dec.joint_threshold[j]) else float(dec.joint_threshold[j]),
                 "channels": {ch: {"offset_z": dec.offset_z[j, c], "shape_z": dec.shape_z[j, c],
                                   "asym_z": dec.asym_z[j, c],
+                                  "asym_offset_z": dec.asym_offset_z[j, c],
                                   "can_flag": bool(rule["mask"][j][c])}
                              for c, ch in enumerate(channels)},
                 "phase_z": np.round(dec.map[:, j], 2), "per_stride": per_stride}
@@ -325,6 +328,9 @@ class DetectResult:
                                                if rule["offsets"] else "",
                                                ", combined with the left - right asymmetry z"
                                                if rule.get("asymmetry") else "") + (
+                                  "; and a paired joint's offset z combined with its left - "
+                                  "right offset z, on the side that deviates"
+                                  if rule.get("paired_offsets") else "") + (
                                   ", less {:g} x the trial's {:g}th percentile of its joint z "
                                   "(its misfit: a person the body prior fits poorly "
                                   "everywhere)".format(rule["misfit"], rule["misfit_quantile"])

@@ -226,13 +226,14 @@ def test_a_chain_neighbour_of_the_flagged_joint_is_flagged_at_its_lenient_level(
         j == knee for j in range(len(NAMES))]
 
 
-@pytest.mark.parametrize("kw", [{}, {"asymmetry": True, "joint_alpha": 0.05, "misfit": 0.5}],
-                         ids=["family-wise", "asymmetry-two-stage-misfit"])
+@pytest.mark.parametrize("kw", [{}, {"asymmetry": True, "joint_alpha": 0.05, "misfit": 0.5,
+                                     "paired_offsets": True}],
+                         ids=["family-wise", "asymmetry-two-stage-misfit-offsets"])
 def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials(kw):
     """Six calibrations on 40 people each, each tested on 200 other people: a healthy trial
     gets any flag with probability alpha on average over calibrations, also with the
     asymmetry statistic, the two-stage joint flags (the family-wise gate decides whether a
-    trial gets any flag) and the trial's misfit removed. Tolerance: +/- 2 points on the mean of 6 x 200 trials (binomial SD
+    trial gets any flag), the trial's misfit removed and the paired offsets. Tolerance: +/- 2 points on the mean of 6 x 200 trials (binomial SD
     0.6 points; the threshold itself varies between calibrations because the tail of 40
     people rests on a few of them), and no single calibration above 12 %."""
     test, tside, tsubj = _null(200, 8, 100)
@@ -284,6 +285,32 @@ def test_removing_the_trials_misfit_lets_a_focal_deviation_through():
         assert recall[1] >= recall[0], (seed, recall)
         gains.append(recall[1] - recall[0])
     assert np.mean(gains) >= 0.05, gains
+
+
+def test_a_one_sided_constant_offset_is_flagged_on_its_side_with_paired_offsets():
+    """A knee that stays 15 deg more flexed through the whole cycle on one side (in the
+    residual, as pass 1 leaves it, and in the observed curve) has no shape: the shape and
+    asymmetry statistics remove offsets, so 4-stride trials of 60 new people are flagged
+    near alpha only. With `paired_offsets` the knee's offset z, combined with its left -
+    right offset z, flags that knee in most trials (measured: all 60) and never its other
+    side."""
+    res, side, subj = _null(40, 8, 10)
+    x = _observed(side, subj, 50)
+    test, tside, tsubj = _null(60, 8, 100)
+    tx = _observed(tside, tsubj, 101)
+    knee, other = NAMES.index("RKnee"), NAMES.index("LKnee")
+    test[..., knee, 0] += 15.0
+    tx[..., knee, 0] += 15.0
+    trials = [np.flatnonzero(tsubj == s)[:4] for s in np.unique(tsubj)]
+    rates = {}
+    for paired in (False, True):
+        cal = calibration.fit(res, side, subj, NAMES, x_ntjc=x, asymmetry=True,
+                              paired_offsets=paired)
+        flags = np.array([calibration.decide(test[i], tside[i], cal, tx[i])["flagged"]
+                          for i in trials])
+        rates[paired] = (flags[:, knee].mean(), flags[:, other].mean())
+    assert rates[False][0] <= 0.2 and rates[True][0] >= 0.8, rates
+    assert rates[True][1] == 0.0, rates
 
 
 def test_a_labs_own_normals_bring_its_false_flag_rate_back_near_nominal():

@@ -53,6 +53,8 @@ def _base() -> ml_collections.ConfigDict:
         window=20,     # points (% of the cycle) of the phase-local shape statistic
         channels="reliable",  # flags rest on the reliable channels (tfds_gait.joints) | "all"
         offsets=False,   # constant offsets also flag (else they are reported, not flagged)
+        paired_offsets=True,  # ... except a paired joint's offset combined with its left -
+                              # right offset difference, on the side that deviates (asymmetry)
         asymmetry=True,  # a paired joint's shape z combined with its left - right deviation's
         joint_alpha=0.01,  # once a trial is flagged (family-wise alpha), every joint above
                            # its own (1 - joint_alpha) healthy quantile is flagged; 0: off
