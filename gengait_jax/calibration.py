@@ -189,7 +189,7 @@ def statistics(e_ntjc: np.ndarray, bg: dict, width: int) -> dict[str, np.ndarray
 
 def null_params(st: dict) -> dict[str, np.ndarray]:
     """Null of each statistic per (joint, channel): offset mean / SD, shape mean / SD (and the
-    asymmetry shape's, when `st` has one)."""
+    asymmetry's shape and offset ones, when `st` has them)."""
     keys = [("off", "offset"), ("shape", "shape")] + [
         (short, name) for short, name in (("asym", "asym"), ("aoff", "asym_offset"))
         if name in st]
@@ -304,8 +304,10 @@ def zscores(st: dict, nul: dict, rule: dict | None = None) -> dict[str, np.ndarr
     With the asymmetry statistic (and the windows of both streams, `all_statistics`), the
     deviating side of a pair (`_attributed`) gets the Stouffer sum of its shape and asymmetry z
     instead of the shape z (`_combined`): measured on the validation people, a higher bar for a
-    healthy person who is unusual in only one of the two (BUILD_NOTES "Calibration"). The
-    joint z and the map are net of the trial's misfit (`_misfit`, 'misfit' [N])."""
+    healthy person who is unusual in only one of the two (BUILD_NOTES "Calibration"). With
+    the rule's `paired_offsets`, the offset z Stouffer-combined with the left - right offset z
+    on the side it is attributed to (`_offset_attributed`) joins the max. The joint z and the
+    map are net of the trial's misfit (`_misfit`, 'misfit' [N])."""
     z_off = _one_sided((st["offset"] - nul["off_mean"]) / nul["off_sd"])
     mask = np.ones(z_off.shape[-2:], bool) if rule is None else np.asarray(rule["mask"], bool)
     use_off = True if rule is None else rule["offsets"]
@@ -372,7 +374,8 @@ def conformal_quantile(values, alpha: float) -> float:
 def all_statistics(e: np.ndarray, bg: dict, width: int, a: np.ndarray | None = None,
                    bg_a: dict | None = None) -> dict[str, np.ndarray]:
     """The residual's `statistics`, plus with asymmetry curves `a` (and their background)
-    their shape statistic 'asym' [N, J, C] and windowed deviation 'asym_window'."""
+    their shape statistic 'asym' [N, J, C], offset 'asym_offset' [N, J, C] and windowed
+    deviation 'asym_window'."""
     out = statistics(e, bg, width)
     if a is not None:
         sa = statistics(a, bg_a, width)
