@@ -261,7 +261,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--misfit", type=float, default=calibration.MISFIT,
                    help="weight of the trial's misfit removed from its joint z (0: off)")
     p.add_argument("--misfit_quantile", type=float, default=calibration.MISFIT_QUANTILE)
-    p.add_argument("--paired_offsets", action=argparse.BooleanOptionalAction, default=False,
+    p.add_argument("--paired_offsets", action=argparse.BooleanOptionalAction, default=True,
                    help="a paired joint's offset flags where the left - right offset agrees")
     p.add_argument("--twin", choices=("", "joint", "phase"), default="")
     p.add_argument("--contralateral", action=argparse.BooleanOptionalAction, default=True,

@@ -127,9 +127,9 @@ def calibrate_workdir(workdir: str | Workdir, *, strides: data.Strides | None = 
         joint_alpha=cfg.calibration.get("joint_alpha") or None,
         chain_alpha=cfg.calibration.get("chain_alpha") or None,
         misfit=float(cfg.calibration.get("misfit", 0.0)),
-        paired_offsets=bool(cfg.calibration.get("paired_offsets", False)),
         misfit_quantile=float(cfg.calibration.get("misfit_quantile",
                                                   calibration.MISFIT_QUANTILE)),
+        paired_offsets=bool(cfg.calibration.get("paired_offsets", False)),
         model_id=meta.get("model_id"),
         x_ntjc=strides.x, multi_ntjc=multi, multi_groups=groups, folds=folds)
     if normals is not None:

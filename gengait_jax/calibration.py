@@ -259,6 +259,13 @@ def _misfit(joint_z: np.ndarray, rule: dict | None) -> np.ndarray:
     return weight * np.nan_to_num(q)
 
 
+def _deviating_side(e: np.ndarray, a: np.ndarray, pair: np.ndarray) -> np.ndarray:
+    """Evidence [N, J, C] that a joint, not its twin, deviates: the pair's summed residual
+    values `e` signed by the left - right value `a` (> 0: this side; NaN counts as 0)."""
+    e = np.nan_to_num(e, nan=0.0)
+    return (e + e[..., np.maximum(pair, 0), :]) * np.sign(np.nan_to_num(a, nan=0.0))
+
+
 def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int], w_e: np.ndarray,
                 w_a: np.ndarray) -> np.ndarray:
     """The asymmetry z [N, J, C] kept on the deviating side of a pair, NaN on the other side and
@@ -268,13 +275,12 @@ def _attributed(z_a: np.ndarray, z_shape: np.ndarray, pair: Sequence[int], w_e: 
     goes to the larger shape z."""
     pair = np.asarray(pair, int)
     twin = np.maximum(pair, 0)
-    a, e = np.nan_to_num(w_a, nan=0.0), np.nan_to_num(w_e, nan=0.0)
-    peak = np.argmax(np.abs(a), axis=1)[:, None]  # [N, 1, J, C]
+    peak = np.argmax(np.abs(np.nan_to_num(w_a, nan=0.0)), axis=1)[:, None]  # [N, 1, J, C]
 
     def at_peak(v: np.ndarray) -> np.ndarray:
         """[N, T, J, C] -> [N, J, C]: the value at each joint and channel's peak phase."""
         return np.take_along_axis(v, peak, axis=1)[:, 0]
-    evidence = (at_peak(e) + at_peak(e[:, :, twin])) * np.sign(at_peak(a))
+    evidence = _deviating_side(at_peak(w_e), at_peak(w_a), pair)
     own = np.nan_to_num(z_shape, nan=-np.inf)
     tie = (evidence == 0) & (own >= own[..., twin, :])
     return np.where((pair >= 0)[:, None] & ((evidence > 0) | tie), z_a, np.nan)
@@ -286,9 +292,7 @@ def _offset_attributed(z_ao: np.ndarray, off_e: np.ndarray, off_a: np.ndarray,
     deviates the way the offset difference does (the pair's summed residual offsets `off_e`,
     signed by the difference's offset `off_a`), NaN on the other side and without a twin."""
     pair = np.asarray(pair, int)
-    twin = np.maximum(pair, 0)
-    e = np.nan_to_num(off_e, nan=0.0)
-    evidence = (e + e[..., twin, :]) * np.sign(np.nan_to_num(off_a, nan=0.0))
+    evidence = _deviating_side(off_e, off_a, pair)
     return np.where((pair >= 0)[:, None] & (evidence > 0), z_ao, np.nan)
 
 

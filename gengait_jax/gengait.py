@@ -273,6 +273,24 @@ def channel_info(meta: dict) -> tuple[list[str], str]:
     return [f"channel {i}" for i in range(c)], meta.get("units", "")
 
 
+def _statistic_text(rule: dict) -> str:
+    """What a joint z is, in words, for a calibration's flag rule (scores.json)."""
+    text = "max over the {} channels of the phase-local shape z".format(rule["channels"])
+    if rule["offsets"]:
+        text += " and offset z"
+    if rule.get("asymmetry"):
+        text += ", combined with the left - right asymmetry z"
+    text += " of the trial's mean residual"
+    if rule.get("paired_offsets"):
+        text += ("; and a paired joint's offset z combined with its left - right offset z, "
+                 "on the side that deviates")
+    if rule.get("misfit"):
+        text += (", less {:g} x the trial's {:g}th percentile of its joint z (its misfit: a "
+                 "person the body prior fits poorly everywhere)").format(
+                     rule["misfit"], rule["misfit_quantile"])
+    return text
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectResult:
     """What detect found on one input: strides, both passes, the decision, and the outputs."""
@@ -322,19 +340,7 @@ class DetectResult:
                 "sides": side.tolist(), "units": units,
                 "threshold": {"z": dec.threshold, "alpha": self.calibration["alpha"],
                               "strides": dec.k, "calibrated_for": f"{dec.k} stride(s)",
-                              "statistic": "max over the {} channels of the phase-local "
-                                           "shape z{}{} of the trial's mean residual".format(
-                                               rule["channels"], " and offset z"
-                                               if rule["offsets"] else "",
-                                               ", combined with the left - right asymmetry z"
-                                               if rule.get("asymmetry") else "") + (
-                                  "; and a paired joint's offset z combined with its left - "
-                                  "right offset z, on the side that deviates"
-                                  if rule.get("paired_offsets") else "") + (
-                                  ", less {:g} x the trial's {:g}th percentile of its joint z "
-                                  "(its misfit: a person the body prior fits poorly "
-                                  "everywhere)".format(rule["misfit"], rule["misfit_quantile"])
-                                  if rule.get("misfit") else ""),
+                              "statistic": _statistic_text(rule),
                               "misfit": dec.misfit,
                               "joint_alpha": self.calibration.get("joint_alpha"),
                               "chain_alpha": self.calibration.get("chain_alpha"),

@@ -233,9 +233,10 @@ def test_held_out_false_flag_rate_is_near_nominal_for_strides_and_trials(kw):
     """Six calibrations on 40 people each, each tested on 200 other people: a healthy trial
     gets any flag with probability alpha on average over calibrations, also with the
     asymmetry statistic, the two-stage joint flags (the family-wise gate decides whether a
-    trial gets any flag), the trial's misfit removed and the paired offsets. Tolerance: +/- 2 points on the mean of 6 x 200 trials (binomial SD
-    0.6 points; the threshold itself varies between calibrations because the tail of 40
-    people rests on a few of them), and no single calibration above 12 %."""
+    trial gets any flag), the trial's misfit removed and the paired offsets. Tolerance: +/- 2
+    points on the mean of 6 x 200 trials (binomial SD 0.6 points; the threshold itself varies
+    between calibrations because the tail of 40 people rests on a few of them), and no single
+    calibration above 12 %."""
     test, tside, tsubj = _null(200, 8, 100)
     tx = _observed(tside, tsubj, 101)
     firsts = {k: [np.flatnonzero(tsubj == s)[:k] for s in np.unique(tsubj)] for k in (1, 4)}
