@@ -95,6 +95,22 @@ def factorized_attention(q_bnhd: jax.Array, k_bnhd: jax.Array, v_bnhd: jax.Array
     heads attend across joints within the token's time patch, the second half across time
     within its joint. Keys where key_valid_bn is False are ignored. The softmax tensors are
     [B, P, H/2, J, J] and [B, J, H/2, P, P] instead of [B, H, N, N]."""
+    parts = factorized_parts(q_bnhd, k_bnhd, v_bnhd, key_valid_bn, num_joints)
+    return across_joints(parts, key_valid_bn, num_joints, v_bnhd.dtype)
+
+
+class FactorizedParts(NamedTuple):
+    """What `factorized_attention` computes before the joint heads' softmax: all of it is the
+    same for every set of keys that keeps each visible joint's own time keys (pass 1's J masks
+    of one stride differ only in the joint heads' keys, `GenGaitMAE.occlusion_parts`)."""
+    logits_j: jax.Array  # joint heads' logits [B, P, H/2, J, J] (scaled queries)
+    v_j: jax.Array       # joint heads' values [B, J, P, H/2, D]
+    time: jax.Array      # time heads' output [B, J, P, H/2, D] (float32)
+
+
+def factorized_parts(q_bnhd: jax.Array, k_bnhd: jax.Array, v_bnhd: jax.Array,
+                     key_valid_bn: jax.Array | None, num_joints: int) -> FactorizedParts:
+    """The time heads attended (keys where key_valid_bn) and the joint heads' logits."""
     b, n, h, d = q_bnhd.shape
     p, hs = n // num_joints, h // 2
     q, k, v = (x.reshape(b, num_joints, p, h, d) for x in (q_bnhd, k_bnhd, v_bnhd))
@@ -103,16 +119,25 @@ def factorized_attention(q_bnhd: jax.Array, k_bnhd: jax.Array, v_bnhd: jax.Array
     # and an add per half: the train step 3-5 % slower, BUILD_NOTES "Performance").
     (q_j, q_t), (k_j, k_t), (v_j, v_t) = (jnp.split(x, [hs], axis=3) for x in (q, k, v))
     keep = None if key_valid_bn is None else key_valid_bn.reshape(b, num_joints, p)
-    across_joints = _softmax_product(
-        jnp.einsum("bjphd,bkphd->bphjk", q_j, k_j, preferred_element_type=jnp.float32),
-        None if keep is None else keep.transpose(0, 2, 1)[:, :, None, None, :],
-        v_j, "bphjk,bkphd->bjphd", (0, 3, 1, 2))
     across_time = _softmax_product(
         jnp.einsum("bjphd,bjqhd->bjhpq", q_t, k_t, preferred_element_type=jnp.float32),
         None if keep is None else keep[:, :, None, None, :],
         v_t, "bjhpq,bjqhd->bjphd", (0, 1, 3, 2))
-    out = jnp.concatenate([across_joints, across_time], axis=3)
-    return out.astype(v_bnhd.dtype).reshape(b, n, h, d)
+    return FactorizedParts(
+        jnp.einsum("bjphd,bkphd->bphjk", q_j, k_j, preferred_element_type=jnp.float32),
+        v_j, across_time)
+
+
+def across_joints(parts: FactorizedParts, key_valid_bn: jax.Array | None, num_joints: int,
+                  dtype) -> jax.Array:
+    """The joint heads attended (keys where key_valid_bn) beside the time heads: [B, N, H, D]."""
+    b, j, p, hs, d = parts.v_j.shape
+    keep = None if key_valid_bn is None else key_valid_bn.reshape(b, num_joints, p)
+    att = _softmax_product(parts.logits_j,
+                           None if keep is None else keep.transpose(0, 2, 1)[:, :, None, None, :],
+                           parts.v_j, "bphjk,bkphd->bjphd", (0, 3, 1, 2))
+    out = jnp.concatenate([att, parts.time], axis=3)
+    return out.astype(dtype).reshape(b, j * p, 2 * hs, d)
 
 
 class TokenGrid(NamedTuple):
@@ -146,8 +171,8 @@ class Block(nnx.Module):
                  query_bq: jax.Array | None = None, grid: TokenGrid | None = None) -> jax.Array:
         """Attention (keys beyond kv_len_b ignored; with `factorized`, the keys of `grid`) and
         MLP; only rows query_bq if given."""
-        b, n, d = x_bnd.shape
-        qkv = self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
+        n = x_bnd.shape[1]
+        qkv = self.qkv_heads(x_bnd)
         if self.factorized and query_bq is not None and grid.restore is None and (
                 query_bq.shape[1] <= QUERY_ROWS_SHARE * n):
             att = query_attention(qkv, query_bq, grid.keys, grid.num_joints)
@@ -162,6 +187,15 @@ class Block(nnx.Module):
             att = attention(q, k, v, kv_len_b, self.implementation)
         if query_bq is not None:
             x_bnd = jnp.take_along_axis(x_bnd, query_bq[..., None], axis=1)
+        return self.residual(x_bnd, att)
+
+    def qkv_heads(self, x_bnd: jax.Array) -> jax.Array:
+        """The fused projection of the normalized rows [B, N, 3, H, D]."""
+        b, n, d = x_bnd.shape
+        return self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
+
+    def residual(self, x_bnd: jax.Array, att: jax.Array) -> jax.Array:
+        """The rows after their attention output `att` [B, N, H, D]: projection, MLP, residuals."""
         x_bnd = x_bnd + self.out(att.reshape(x_bnd.shape))
         return x_bnd + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x_bnd))))
 
@@ -349,6 +383,37 @@ class GenGaitMAE(nnx.Module):
         for block in self.encoder:
             x_bnd = block(x_bnd, None, grid=grid)
         return self.enc_norm(x_bnd)
+
+    @property
+    def shares_occlusions(self) -> bool:
+        """Whether pass 1's masks of one stride share their first block (`occlusion_parts`):
+        factorized attention, its masks (one joint hidden) encoded on the token grid."""
+        n = self.num_joints * self.num_patches
+        return self.factorized and n - self.num_patches >= GRID_ENCODER_SHARE * n
+
+    def occlusion_parts(self, tokens_bnd: jax.Array, valid_bn: jax.Array
+                        ) -> tuple[jax.Array, FactorizedParts]:
+        """The first encoder block's work that pass 1's occlusion masks of a stride share
+        (factorized attention): the embedded rows [B, N, D] and, from them, the projection, the
+        time heads (each visible joint attends to its own valid tokens in every mask) and the
+        joint heads' logits. `decoded_occluded` finishes one mask from them."""
+        tok_bnd = jnp.where(valid_bn[..., None], tokens_bnd, 0.0)
+        x_bnd = self.embed(tok_bnd) + self._pos(self.joint_emb, self.time_emb)
+        q, k, v = split_qkv(self.encoder[0].qkv_heads(x_bnd))
+        return x_bnd, factorized_parts(q, k, v, valid_bn, self.num_joints)
+
+    def decoded_occluded(self, x_bnd: jax.Array, parts: FactorizedParts, visible_bn: jax.Array,
+                         query_idx: jax.Array) -> jax.Array:
+        """`decoded` of rows query_idx [B, Q] with visible_bn a subset of the valid tokens of
+        `occlusion_parts` that hides whole joints: the same numbers on every visible row (hidden
+        rows differ, but they are never keys and the decoder replaces them by the mask token)."""
+        first = self.encoder[0]
+        x_bnd = first.residual(x_bnd, across_joints(parts, visible_bn, self.num_joints,
+                                                    x_bnd.dtype))
+        grid = TokenGrid(self.num_joints, keys=visible_bn)
+        for block in self.encoder[1:]:
+            x_bnd = block(x_bnd, None, grid=grid)
+        return self.decode(self.enc_norm(x_bnd), visible_bn, None, query_idx)
 
     def decode(self, latents_bkd: jax.Array, keep_valid_bk: jax.Array,
                restore_bn: jax.Array | None, query_idx: jax.Array | None = None) -> jax.Array:

@@ -83,8 +83,20 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
     tokens = model.tokens(x_btjc, ref)
     rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
     vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
+    if model.shares_occlusions:  # the first block's work common to a stride's J masks, once
+        x_bnd, parts = model.occlusion_parts(tokens, valid_bn)
+
+        def decoded(idx, v, q):
+            """Rows q of strides idx (None: all) with visible tokens v."""
+            x, pts = (x_bnd, parts) if idx is None else jax.tree.map(lambda a: a[idx],
+                                                                     (x_bnd, parts))
+            return model.decoded_occluded(x, pts, v, q)
+    else:
+        def decoded(idx, v, q):
+            """Rows q of strides idx (None: all) with visible tokens v."""
+            return model.decoded(tokens if idx is None else tokens[idx], v, j * p - p, q)
     if chunk <= 0:
-        pred = jax.vmap(lambda v, q: model.decoded(tokens, v, j * p - p, q))(vis, rows)
+        pred = jax.vmap(lambda v, q: decoded(None, v, q))(vis, rows)
     else:
         s = j * b
         used = jnp.max(jnp.where(valid_btj.any((1, 2)), jnp.arange(1, b + 1), 0)) * j
@@ -94,8 +106,7 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
             and mask gathered here (in cache), none of them copied for all steps up front."""
             seq = i * chunk + jnp.arange(chunk)
             stride, joint = jnp.minimum(seq // j, b - 1), seq % j  # padding: any stride
-            pred = model.decoded(tokens[stride], vis[joint, stride], j * p - p,
-                                 rows[joint, stride])
+            pred = decoded(stride, vis[joint, stride], rows[joint, stride])
             return jax.lax.dynamic_update_slice_in_dim(out, pred, i * chunk, 0)
         pred = jax.lax.fori_loop(0, (used + chunk - 1) // chunk, step,
                                  jnp.full((s - s % -chunk, p, patch * c), jnp.nan, jnp.float32))

@@ -269,6 +269,28 @@ def test_grid_encoder_and_query_rows_give_the_slot_encoders_numbers(monkeypatch)
         np.testing.assert_allclose(a, r, atol=1e-4, rtol=1e-4)
 
 
+def test_occlusion_parts_shared_by_a_strides_masks_give_each_masks_numbers():
+    cfg = default.tiny()
+    cfg.model.update(factorized=True, depth=2)  # blocks after the shared first one, too
+    m = model_lib.create_model(cfg, num_frames=T, num_joints=J, num_channels=C)
+    m.set_groups(np.array([0, 0] + list(range(1, J - 1))))  # joints 0 and 1 hidden together
+    p = T // cfg.model.patch
+    n = J * p
+    tok = jax.random.normal(jax.random.key(0), (3, n, cfg.model.patch * C))
+    valid = jnp.ones((3, n), bool).at[1, 2 * p + 3:2 * p + 9].set(False).at[2, 5 * p:6 * p].set(
+        False)  # a gap, and a joint with no valid frame
+    masks = masking.occlusion_masks(valid, J, m.group_j[...])
+    assert m.shares_occlusions
+    x_bnd, parts = nnx.jit(lambda m: m.occlusion_parts(tok, valid))(m)
+    for j in range(J):
+        rows = jnp.broadcast_to(j * p + jnp.arange(p), (3, p))
+        shared = nnx.jit(lambda m: m.decoded_occluded(x_bnd, parts, masks[j], rows))(m)
+        alone = nnx.jit(lambda m: m.decoded(tok, masks[j], n - p, rows))(m)
+        np.testing.assert_allclose(shared, alone, rtol=1e-5, atol=1e-5)
+    _, full = _model(factorized=False)
+    assert not full.shares_occlusions  # full attention mixes every token in its first block
+
+
 def test_factorized_model_reaches_every_token_in_two_blocks_and_needs_even_heads():
     cfg, m = _model(factorized=True)  # one encoder and one decoder block
     p = T // cfg.model.patch

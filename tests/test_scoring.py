@@ -2,23 +2,26 @@
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 import gait_synth as g
 from gengait_jax import calibration, masking, model as model_lib, scoring
 
 
-def _untrained(patch: int):
+def _untrained(patch: int, factorized: bool = False):
     """An untrained tiny model with a patch size no other test uses (its own jit cache)."""
     cfg = g.config()
-    cfg.model.patch = patch
+    cfg.model.update(patch=patch, factorized=factorized)
     model = model_lib.create_model(cfg, **g.SHAPE)
     model.set_stats(np.zeros((g.J, g.C)), np.full((g.J, g.C), 10.0))
     return model
 
 
-def test_vmap_equals_per_joint_loop_and_compiles_once():
-    model = _untrained(patch=5)
+@pytest.mark.parametrize("factorized", [False, True])  # True: the masks share a first block
+def test_vmap_equals_per_joint_loop_and_compiles_once(factorized):
+    model = _untrained(patch=5 if not factorized else 4, factorized=factorized)
+    assert model.shares_occlusions == factorized
     data = g.strides(5, 3, dropout_every=2)
     before = scoring.trace_count()
     got = scoring.score_strides(model, data["angles"], data["valid"])
