@@ -194,6 +194,26 @@ class Block(nnx.Module):
         b, n, d = x_bnd.shape
         return self.qkv(self.ln1(x_bnd)).reshape(b, n, 3, self.heads, d // self.heads)
 
+    def joint_rows(self, x_bnd: jax.Array, joint_b: jax.Array, num_joints: int) -> jax.Array:
+        """The block's output for the P rows of joint joint_b [B] only [B, P, D] (factorized,
+        every token a key): keys and values of all rows, queries of those rows only."""
+        b, n, d = x_bnd.shape
+        hd = (self.heads, d // self.heads)
+        h_bnd = self.ln1(x_bnd)
+        w, bias = self.qkv.kernel[...], self.qkv.bias[...]
+        dtype = self.qkv.dtype or h_bnd.dtype
+        kv = (h_bnd.astype(dtype) @ w[:, d:].astype(dtype) + bias[d:].astype(dtype))
+
+        def own(a: jax.Array) -> jax.Array:
+            """Joint joint_b's rows [B, P, D] of a [B, N, D]."""
+            return jnp.take_along_axis(a.reshape(b, num_joints, n // num_joints, d),
+                                       joint_b[:, None, None, None], axis=1)[:, 0]
+
+        q = own(h_bnd).astype(dtype) @ w[:, :d].astype(dtype) + bias[:d].astype(dtype)
+        att = joint_query_attention(q.reshape(b, -1, *hd), kv.reshape(b, n, 2, *hd), joint_b,
+                                    num_joints)
+        return self.residual(own(x_bnd), att)
+
     def residual(self, x_bnd: jax.Array, att: jax.Array) -> jax.Array:
         """The rows after their attention output `att` [B, N, H, D]: projection, MLP, residuals."""
         x_bnd = x_bnd + self.out(att.reshape(x_bnd.shape))
@@ -234,6 +254,29 @@ def query_attention(qkv_bn3hd: jax.Array, query_bq: jax.Array, key_valid_bn: jax
                    preferred_element_type=jnp.float32),
         keep_t, kv_t[:, :, :, 1], "bqhp,bqphd->bqhd")
     return jnp.concatenate([across_joints, across_time], axis=2).astype(qkv_bn3hd.dtype)
+
+
+def joint_query_attention(q_bphd: jax.Array, kv_bn2hd: jax.Array, joint_b: jax.Array,
+                          num_joints: int) -> jax.Array:
+    """`factorized_attention` of the P rows of joint joint_b [B] only (queries q [B, P, H, D];
+    keys and values of all N tokens [B, N, 2, H, D], joint major, every token a key): each
+    row's J keys are those of its own time patch, and its joint's P time keys are the same for
+    all of them (pass 1's decoder: none of `query_attention`'s per-row gathers)."""
+    b, n, _, h, d = kv_bn2hd.shape
+    p, hs = n // num_joints, h // 2
+    q = q_bphd * jnp.asarray(d ** -0.5, q_bphd.dtype)
+    kv = kv_bn2hd.reshape(b, num_joints, p, 2, h, d)
+    own = jnp.take_along_axis(kv[..., hs:, :], joint_b[:, None, None, None, None, None],
+                              axis=1)[:, 0]  # [B, P, 2, H/2, D]
+    across_joints = _softmax_product(
+        jnp.einsum("bphd,bkphd->bphk", q[:, :, :hs], kv[:, :, :, 0, :hs],
+                   preferred_element_type=jnp.float32),
+        None, kv[:, :, :, 1, :hs], "bphk,bkphd->bphd")
+    across_time = _softmax_product(
+        jnp.einsum("bphd,bqhd->bphq", q[:, :, hs:], own[:, :, 0],
+                   preferred_element_type=jnp.float32),
+        None, own[:, :, 1], "bphq,bqhd->bphd")
+    return jnp.concatenate([across_joints, across_time], axis=2).astype(kv_bn2hd.dtype)
 
 
 def _grid_attention(qkv_bn3hd: jax.Array, grid: TokenGrid) -> jax.Array:
@@ -403,22 +446,25 @@ class GenGaitMAE(nnx.Module):
         return x_bnd, factorized_parts(q, k, v, valid_bn, self.num_joints)
 
     def decoded_occluded(self, x_bnd: jax.Array, parts: FactorizedParts, visible_bn: jax.Array,
-                         query_idx: jax.Array) -> jax.Array:
-        """`decoded` of rows query_idx [B, Q] with visible_bn a subset of the valid tokens of
-        `occlusion_parts` that hides whole joints: the same numbers on every visible row (hidden
-        rows differ, but they are never keys and the decoder replaces them by the mask token)."""
+                         joint_b: jax.Array) -> jax.Array:
+        """`decoded` of the rows of joint joint_b [B] ([B, P, patch * C]) with visible_bn a
+        subset of the valid tokens of `occlusion_parts` that hides whole joints: the same numbers
+        (hidden rows differ inside the encoder, but they are never keys, and the decoder replaces
+        them by the mask token)."""
         first = self.encoder[0]
         x_bnd = first.residual(x_bnd, across_joints(parts, visible_bn, self.num_joints,
                                                     x_bnd.dtype))
         grid = TokenGrid(self.num_joints, keys=visible_bn)
         for block in self.encoder[1:]:
             x_bnd = block(x_bnd, None, grid=grid)
-        return self.decode(self.enc_norm(x_bnd), visible_bn, None, query_idx)
+        return self.decode(self.enc_norm(x_bnd), visible_bn, None, query_joint=joint_b)
 
     def decode(self, latents_bkd: jax.Array, keep_valid_bk: jax.Array,
-               restore_bn: jax.Array | None, query_idx: jax.Array | None = None) -> jax.Array:
-        """Latents back in token order, hidden ones = mask token; decodes (rows query_idx).
-        restore_bn None: the latents are already on the grid (`encode`)."""
+               restore_bn: jax.Array | None, query_idx: jax.Array | None = None,
+               query_joint: jax.Array | None = None) -> jax.Array:
+        """Latents back in token order, hidden ones = mask token; decodes (rows query_idx, or
+        the P rows of joint query_joint [B]: factorized, `Block.joint_rows`). restore_bn None:
+        the latents are already on the grid (`encode`)."""
         y = self.dec_embed(latents_bkd)
         mask = self.mask_token[...].astype(y.dtype)
         if restore_bn is None:
@@ -432,8 +478,17 @@ class GenGaitMAE(nnx.Module):
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
         # The last block (and the head) only computes the rows that are read.
         grid = TokenGrid(self.num_joints)  # the rows are all tokens, all of them keys
+        if query_joint is not None:
+            b, n, _ = y.shape
+            query_idx = query_joint[:, None] * (n // self.num_joints) + jnp.arange(
+                n // self.num_joints)
         for i, block in enumerate(self.decoder):
-            y = block(y, None, query_idx if i == len(self.decoder) - 1 else None, grid)
+            if i < len(self.decoder) - 1:
+                y = block(y, None, None, grid)
+            elif query_joint is not None:
+                y = block.joint_rows(y, query_joint, self.num_joints)
+            else:
+                y = block(y, None, query_idx, grid)
         if query_idx is not None and not len(self.decoder):
             y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)

@@ -81,22 +81,24 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
     x_btjc = jnp.where(valid_btj[..., None], x_btjc, jnp.nan)
     ref = model.reference(x_btjc)
     tokens = model.tokens(x_btjc, ref)
-    rows = jnp.broadcast_to((jnp.arange(j) * p)[:, None, None] + jnp.arange(p), (j, b, p))
     vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
     if model.shares_occlusions:  # the first block's work common to a stride's J masks, once
         x_bnd, parts = model.occlusion_parts(tokens, valid_bn)
 
-        def decoded(idx, v, q):
-            """Rows q of strides idx (None: all) with visible tokens v."""
+        def decoded(idx, v, joint):
+            """Joint `joint`'s rows [B, P, patch * C] of strides idx (None: all) with visible
+            tokens v."""
             x, pts = (x_bnd, parts) if idx is None else jax.tree.map(lambda a: a[idx],
                                                                      (x_bnd, parts))
-            return model.decoded_occluded(x, pts, v, q)
+            return model.decoded_occluded(x, pts, v, joint)
     else:
-        def decoded(idx, v, q):
-            """Rows q of strides idx (None: all) with visible tokens v."""
-            return model.decoded(tokens if idx is None else tokens[idx], v, j * p - p, q)
+        def decoded(idx, v, joint):
+            """Joint `joint`'s rows [B, P, patch * C] of strides idx (None: all) with visible
+            tokens v."""
+            rows = joint[:, None] * p + jnp.arange(p)
+            return model.decoded(tokens if idx is None else tokens[idx], v, j * p - p, rows)
     if chunk <= 0:
-        pred = jax.vmap(lambda v, q: decoded(None, v, q))(vis, rows)
+        pred = jax.vmap(lambda v, jj: decoded(None, v, jnp.full((b,), jj)))(vis, jnp.arange(j))
     else:
         s = j * b
         used = jnp.max(jnp.where(valid_btj.any((1, 2)), jnp.arange(1, b + 1), 0)) * j
@@ -106,7 +108,7 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
             and mask gathered here (in cache), none of them copied for all steps up front."""
             seq = i * chunk + jnp.arange(chunk)
             stride, joint = jnp.minimum(seq // j, b - 1), seq % j  # padding: any stride
-            pred = decoded(stride, vis[joint, stride], rows[joint, stride])
+            pred = decoded(stride, vis[joint, stride], joint)
             return jax.lax.dynamic_update_slice_in_dim(out, pred, i * chunk, 0)
         pred = jax.lax.fori_loop(0, (used + chunk - 1) // chunk, step,
                                  jnp.full((s - s % -chunk, p, patch * c), jnp.nan, jnp.float32))

@@ -284,7 +284,8 @@ def test_occlusion_parts_shared_by_a_strides_masks_give_each_masks_numbers():
     x_bnd, parts = nnx.jit(lambda m: m.occlusion_parts(tok, valid))(m)
     for j in range(J):
         rows = jnp.broadcast_to(j * p + jnp.arange(p), (3, p))
-        shared = nnx.jit(lambda m: m.decoded_occluded(x_bnd, parts, masks[j], rows))(m)
+        shared = nnx.jit(lambda m: m.decoded_occluded(x_bnd, parts, masks[j],
+                                                      jnp.full((3,), j)))(m)
         alone = nnx.jit(lambda m: m.decoded(tok, masks[j], n - p, rows))(m)
         np.testing.assert_allclose(shared, alone, rtol=1e-5, atol=1e-5)
     _, full = _model(factorized=False)
