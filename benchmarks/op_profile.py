@@ -4,7 +4,8 @@ HLO, with its time and, for the matmul classes, the fraction of the matmul peak 
 
 Classes: "attention" = every op that comes from the attention function (its products, its
 softmax and, factorized, the token grid's gathers: the HLO's stack frames name `attention`,
-`factorized_attention`, `_grid_attention`, `query_attention` or `dot_product_attention`);
+`factorized_attention` and its parts, `_grid_attention`, `query_attention`,
+`joint_query_attention` or `dot_product_attention`);
 "dense" = other ops with a dot or convolution (the linear layers); "data movement" = ops made
 only of copies, transposes, gathers, slices, concatenations, pads, broadcasts, reshapes;
 "elementwise" = the rest (LayerNorm, GELU, the optimizer, losses, reductions). Times are per-thread op times
@@ -24,7 +25,8 @@ import jax
 
 ATTENTION_FUNCTIONS = ("attention", "dot_product_attention", "_dot_product_attention_xla",
                        "_dot_product_attention_core", "factorized_attention",
-                       "_grid_attention", "query_attention")
+                       "factorized_parts", "across_joints", "_grid_attention",
+                       "query_attention", "joint_query_attention")
 MOVEMENT = {"copy", "transpose", "gather", "scatter", "dynamic-slice", "dynamic-update-slice",
             "concatenate", "pad", "slice", "reverse", "bitcast", "broadcast", "reshape",
             "copy-start", "copy-done"}
