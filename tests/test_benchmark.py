@@ -19,7 +19,8 @@ from gengait_jax.configs import default
 SHAPE = dict(num_frames=100, num_joints=10, num_channels=3)
 REQUIRED = ("peak_gflops", "train.seq_per_s", "train.tokens_per_s", "train.fraction_of_peak",
             "train.compile_s", "train.peak_memory_bytes", "scoring.vmap_vs_loop_speedup_b1",
-            "scoring.fraction_of_peak", "scoring.trial_latency_ms", "input.strides_per_s",
+            "scoring.fraction_of_peak", "scoring.fraction_of_peak_best_call",
+            "scoring.trial_latency_ms", "input.strides_per_s",
             "input.ratio_to_train", "cache.detect_cold_s", "cache.detect_warm_s")
 
 
@@ -37,7 +38,8 @@ def test_flop_counter_is_positive():
 def test_fractions_of_peak_rest_on_the_larger_peak_of_the_run():
     res = {"peak_gflops": 100.0, "train": {"fraction_of_peak": 0.4, "op_profile": {"classes": {
         "dense": {"fraction_of_peak": 0.5}, "attention": {"fraction_of_peak": None}}}},
-        "scoring": {"fraction_of_peak": 0.2, "b1": {"fraction_of_peak": 0.1}}}
+        "scoring": {"fraction_of_peak": 0.2, "fraction_of_peak_best_call": 0.3,
+                    "b1": {"fraction_of_peak": 0.1}}}
     benchmarking.use_peak(res, 200.0)
     assert res["peak_gflops"] == 200.0
     assert res["train"]["fraction_of_peak"] == pytest.approx(0.2)
@@ -45,6 +47,7 @@ def test_fractions_of_peak_rest_on_the_larger_peak_of_the_run():
         0.25)
     assert res["train"]["op_profile"]["classes"]["attention"]["fraction_of_peak"] is None
     assert res["scoring"]["fraction_of_peak"] == pytest.approx(0.1)
+    assert res["scoring"]["fraction_of_peak_best_call"] == pytest.approx(0.15)
     assert res["scoring"]["b1"]["fraction_of_peak"] == pytest.approx(0.05)
 
 
