@@ -202,7 +202,7 @@ class Block(nnx.Module):
         h_bnd = self.ln1(x_bnd)
         w, bias = self.qkv.kernel[...], self.qkv.bias[...]
         dtype = self.qkv.dtype or h_bnd.dtype
-        kv = (h_bnd.astype(dtype) @ w[:, d:].astype(dtype) + bias[d:].astype(dtype))
+        kv = h_bnd.astype(dtype) @ w[:, d:].astype(dtype) + bias[d:].astype(dtype)
 
         def own(a: jax.Array) -> jax.Array:
             """Joint joint_b's rows [B, P, D] of a [B, N, D]."""
@@ -479,9 +479,7 @@ class GenGaitMAE(nnx.Module):
         # The last block (and the head) only computes the rows that are read.
         grid = TokenGrid(self.num_joints)  # the rows are all tokens, all of them keys
         if query_joint is not None:
-            b, n, _ = y.shape
-            query_idx = query_joint[:, None] * (n // self.num_joints) + jnp.arange(
-                n // self.num_joints)
+            query_idx = query_joint[:, None] * self.num_patches + jnp.arange(self.num_patches)
         for i, block in enumerate(self.decoder):
             if i < len(self.decoder) - 1:
                 y = block(y, None, None, grid)

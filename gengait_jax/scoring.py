@@ -83,20 +83,15 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
     tokens = model.tokens(x_btjc, ref)
     vis = masking.occlusion_masks(valid_bn, j, model.group_j[...])
     if model.shares_occlusions:  # the first block's work common to a stride's J masks, once
-        x_bnd, parts = model.occlusion_parts(tokens, valid_bn)
+        shared = model.occlusion_parts(tokens, valid_bn)
 
-        def decoded(idx, v, joint):
-            """Joint `joint`'s rows [B, P, patch * C] of strides idx (None: all) with visible
-            tokens v."""
-            x, pts = (x_bnd, parts) if idx is None else jax.tree.map(lambda a: a[idx],
-                                                                     (x_bnd, parts))
-            return model.decoded_occluded(x, pts, v, joint)
-    else:
-        def decoded(idx, v, joint):
-            """Joint `joint`'s rows [B, P, patch * C] of strides idx (None: all) with visible
-            tokens v."""
-            rows = joint[:, None] * p + jnp.arange(p)
-            return model.decoded(tokens if idx is None else tokens[idx], v, j * p - p, rows)
+    def decoded(idx, v, joint):
+        """Joint `joint`'s rows [B, P, patch * C] of strides idx (None: all) with visible
+        tokens v."""
+        take = (lambda a: a) if idx is None else (lambda a: a[idx])
+        if model.shares_occlusions:
+            return model.decoded_occluded(*jax.tree.map(take, shared), v, joint)
+        return model.decoded(take(tokens), v, j * p - p, joint[:, None] * p + jnp.arange(p))
     if chunk <= 0:
         pred = jax.vmap(lambda v, jj: decoded(None, v, jnp.full((b,), jj)))(vis, jnp.arange(j))
     else:
