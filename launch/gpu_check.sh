@@ -87,7 +87,9 @@ for preset in presets:
         seq_per_s=t["seq_per_s"], batch_size=t["batch_size"], compile_s=t["compile_s"],
         peak_memory_gib=t["peak_memory_bytes"] / 2**30, matmul_peak_gflops=r["peak_gflops"],
         matmul_peak_gflops_bf16=r["peak_gflops_bf16"], pass1_strides_per_s=s["strides_per_s"],
-        pass1_fraction_of_peak=s["fraction_of_peak"], trial_latency_ms=s["trial_latency_ms"])
+        pass1_fraction_of_peak=s["fraction_of_peak"],
+        pass1_fraction_of_peak_best_call=s["fraction_of_peak_best_call"],
+        trial_latency_ms=s["trial_latency_ms"])
 sh = json.load(open(os.path.join(out, "sharding.json")))
 summary["sharding"] = {k: sh[k] for k in ("mesh", "batch_size", "dtype", "compile_s",
                                           "memory_per_device_bytes", "state_bytes_per_device")}
