@@ -417,11 +417,16 @@ class GenGaitMAE(nnx.Module):
             x_bkd = block(x_bkd, kv_len, grid=grid)
         return self.enc_norm(x_bkd), keep_valid, restore
 
+    def _embed_grid(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
+        """The encoder's input on the whole token grid [B, N, D]: hidden tokens zeroed, embedded,
+        plus the joint and time positions."""
+        tok_bnd = jnp.where(visible_bn[..., None], tokens_bnd, 0.0)
+        return self.embed(tok_bnd) + self._pos(self.joint_emb, self.time_emb)
+
     def _encode_grid(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
         """`encode` on the whole token grid [B, N, D]: hidden tokens zeroed and never keys, so
         they reach no visible row (the same numbers as the K-slot encoder on those rows)."""
-        tok_bnd = jnp.where(visible_bn[..., None], tokens_bnd, 0.0)
-        x_bnd = self.embed(tok_bnd) + self._pos(self.joint_emb, self.time_emb)
+        x_bnd = self._embed_grid(tokens_bnd, visible_bn)
         grid = TokenGrid(self.num_joints, keys=visible_bn)
         for block in self.encoder:
             x_bnd = block(x_bnd, None, grid=grid)
@@ -440,8 +445,7 @@ class GenGaitMAE(nnx.Module):
         (factorized attention): the embedded rows [B, N, D] and, from them, the projection, the
         time heads (each visible joint attends to its own valid tokens in every mask) and the
         joint heads' logits. `decoded_occluded` finishes one mask from them."""
-        tok_bnd = jnp.where(valid_bn[..., None], tokens_bnd, 0.0)
-        x_bnd = self.embed(tok_bnd) + self._pos(self.joint_emb, self.time_emb)
+        x_bnd = self._embed_grid(tokens_bnd, valid_bn)
         q, k, v = split_qkv(self.encoder[0].qkv_heads(x_bnd))
         return x_bnd, factorized_parts(q, k, v, valid_bn, self.num_joints)
 
