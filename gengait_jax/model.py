@@ -48,6 +48,60 @@ def attention_implementation(requested: str, backend: str, dtype, head_dim: int)
     raise ValueError(f"model.attention={requested!r}: one of 'auto', 'einsum', 'cudnn'")
 
 
+def _product(x: jax.Array, w: jax.Array) -> jax.Array:
+    """x @ w over x's last axis."""
+    return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+@jax.custom_vjp
+def dense_product(x: jax.Array, w: jax.Array) -> jax.Array:
+    """A dense layer's product x @ w; its weight gradient a plain GEMM (`_dense_product_bwd`)."""
+    return _product(x, w)
+
+
+def _dense_product_fwd(x: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple]:
+    """The product and its residuals."""
+    return _product(x, w), (x, w)
+
+
+def _dense_product_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple:
+    """Input gradient g @ w.T; weight gradient x.T @ g as a GEMM of a transposed copy of x.
+    Left to autodiff, XLA:CPU computes it as a dot contracting both operands' row axis and
+    lays g out transposed for it: a non-YNN dot at about half the speed, plus the transpose
+    (BUILD_NOTES "Performance")."""
+    x, w = res
+    dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    return dx, jax.lax.optimization_barrier(x2.T) @ g2
+
+
+dense_product.defvjp(_dense_product_fwd, _dense_product_bwd)
+
+
+def cpu_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None,
+                    preferred_element_type=None, out_sharding=None) -> jax.Array:
+    """jax.lax.dot_general, with a dense layer's plain product as `dense_product`."""
+    plain = (dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ())) and rhs.ndim == 2
+             and precision is None and preferred_element_type is None and out_sharding is None)
+    if plain:
+        return dense_product(lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type,
+                               out_sharding=out_sharding)
+
+
+def dense_dot_general(backend: str):
+    """nnx.Linear's dot_general for `backend`: `cpu_dot_general` on CPU, jax.lax.dot_general
+    elsewhere (GPU / TPU libraries take transposed operands as they are)."""
+    return cpu_dot_general if backend == "cpu" else jax.lax.dot_general
+
+
+def linear(din: int, dout: int, dtype, rngs: nnx.Rngs) -> nnx.Linear:
+    """A dense layer with the backend's `dense_dot_general`."""
+    return nnx.Linear(din, dout, dtype=dtype, rngs=rngs,
+                      dot_general=dense_dot_general(jax.default_backend()))
+
+
 def _softmax_product(logits: jax.Array, keep: jax.Array | None, v: jax.Array, spec: str,
                      rows: tuple[int, ...] | None = None) -> jax.Array:
     """Softmax over the last axis of float32 `logits` (keys where `keep` is False ignored), then
@@ -161,11 +215,11 @@ class Block(nnx.Module):
                                                   width // heads)
         self.implementation = "einsum" if factorized else implementation  # [J, J] / [P, P]
         self.ln1 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
-        self.qkv = nnx.Linear(width, 3 * width, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(width, width, dtype=dtype, rngs=rngs)
+        self.qkv = linear(width, 3 * width, dtype, rngs)
+        self.out = linear(width, width, dtype, rngs)
         self.ln2 = nnx.LayerNorm(width, dtype=dtype, rngs=rngs)
-        self.fc1 = nnx.Linear(width, mlp_ratio * width, dtype=dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(mlp_ratio * width, width, dtype=dtype, rngs=rngs)
+        self.fc1 = linear(width, mlp_ratio * width, dtype, rngs)
+        self.fc2 = linear(mlp_ratio * width, width, dtype, rngs)
 
     def __call__(self, x_bnd: jax.Array, kv_len_b: jax.Array | None,
                  query_bq: jax.Array | None = None, grid: TokenGrid | None = None) -> jax.Array:
@@ -330,7 +384,7 @@ class GenGaitMAE(nnx.Module):
                                       else (num_joints, 1, 1), jnp.float32))
         self.prior_b = Stat(jnp.zeros((num_joints, out) if self.linear_prior
                                       else (num_joints, 1), jnp.float32))
-        self.embed = nnx.Linear(token_dim, cfg.width, dtype=dtype, rngs=rngs)
+        self.embed = linear(token_dim, cfg.width, dtype, rngs)
         self.joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.width)))
         self.time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.width)))
         attention = cfg.get("attention", "auto")
@@ -338,14 +392,14 @@ class GenGaitMAE(nnx.Module):
         self.encoder = _stack(cfg.depth, cfg.width, cfg.heads, cfg.mlp_ratio, dtype, rngs,
                               attention, self.factorized)
         self.enc_norm = nnx.LayerNorm(cfg.width, dtype=dtype, rngs=rngs)
-        self.dec_embed = nnx.Linear(cfg.width, cfg.dec_width, dtype=dtype, rngs=rngs)
+        self.dec_embed = linear(cfg.width, cfg.dec_width, dtype, rngs)
         self.mask_token = nnx.Param(init(rngs.params(), (cfg.dec_width,)))
         self.dec_joint_emb = nnx.Param(init(rngs.params(), (num_joints, cfg.dec_width)))
         self.dec_time_emb = nnx.Param(init(rngs.params(), (self.num_patches, cfg.dec_width)))
         self.decoder = _stack(cfg.dec_depth, cfg.dec_width, cfg.dec_heads, cfg.mlp_ratio, dtype,
                               rngs, attention, self.factorized)
         self.dec_norm = nnx.LayerNorm(cfg.dec_width, dtype=dtype, rngs=rngs)
-        self.head = nnx.Linear(cfg.dec_width, token_dim, dtype=dtype, rngs=rngs)
+        self.head = linear(cfg.dec_width, token_dim, dtype, rngs)
 
     def set_references(self, refs) -> None:
         """Stores a `data.References`: stats, mean curves (if any), occlusion groups and the

@@ -165,6 +165,37 @@ def test_model_blocks_take_the_configured_attention():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_dense_product_gives_autodiffs_values_and_gradients(dtype):
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (3, 7, 16), dtype)
+    w = jax.random.normal(kw, (16, 12), dtype)
+    g = jax.random.normal(kg, (3, 7, 12), dtype)
+    y, vjp = jax.vjp(model_lib.dense_product, x, w)
+    y_ref, vjp_ref = jax.vjp(lambda a, b: a @ b, x, w)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    for got, want in zip((y, *vjp(g)), (y_ref, *vjp_ref(g))):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   rtol=tol, atol=tol * 10)
+
+
+def test_dense_layers_take_the_backends_dot_general():
+    assert model_lib.dense_dot_general("cpu") is model_lib.cpu_dot_general
+    assert model_lib.dense_dot_general("gpu") is model_lib.dense_dot_general("tpu") is (
+        jax.lax.dot_general)
+    _, m = _model()
+    linears = [m.embed, m.dec_embed, m.head, *(getattr(b, n) for b in [*m.encoder, *m.decoder]
+                                               for n in ("qkv", "out", "fc1", "fc2"))]
+    assert all(lin.dot_general is model_lib.cpu_dot_general for lin in linears)
+    # Products other than a dense layer's go to jax.lax.dot_general unchanged.
+    a = jax.random.normal(jax.random.key(1), (2, 5, 4))
+    b = jax.random.normal(jax.random.key(2), (2, 4, 3))
+    dims = (((2,), (1,)), ((0,), (0,)))
+    np.testing.assert_array_equal(model_lib.cpu_dot_general(a, b, dims),
+                                  jax.lax.dot_general(a, b, dims))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_einsum_attention_equals_jax_dot_product_attention(dtype):
     kq, kk, kv = jax.random.split(jax.random.key(0), 3)
     q = jax.random.normal(kq, (3, 7, 4, 16), dtype)  # fewer queries than keys (rows-only)
