@@ -72,8 +72,10 @@ def random_tokens(key: jax.Array, valid_n: jax.Array, num_keep: int) -> jax.Arra
     """Exactly min(num_keep, #valid) random valid tokens visible: [N] bool."""
     noise = jax.random.uniform(key, valid_n.shape)
     noise = jnp.where(valid_n, noise, 2.0)  # invalid tokens sort last, never kept
-    rank = inverse_permutation(jnp.argsort(noise))
-    return (rank < num_keep) & valid_n
+    # The num_keep smallest (ties: the lower index, as a stable argsort): XLA:CPU's TopK is
+    # ~3x faster than a sort of the whole row (BUILD_NOTES "Performance").
+    _, keep = jax.lax.top_k(-noise, min(num_keep, noise.shape[-1]))
+    return jnp.zeros(valid_n.shape, bool).at[keep].set(True) & valid_n
 
 
 def time_block(key: jax.Array, num_joints: int, num_patches: int, max_len: int) -> jax.Array:

@@ -71,6 +71,19 @@ def test_random_tokens_count_and_validity():
     assert int(vis.sum()) == int(valid[:6].sum())  # never more than the valid ones
 
 
+def test_random_tokens_keep_the_tokens_of_the_smallest_noise():
+    valid = jnp.arange(N) % 5 != 3
+    for seed in range(4):
+        key = jax.random.key(seed)
+        noise = np.where(valid, np.asarray(jax.random.uniform(key, (N,))), 2.0)
+        want = np.zeros(N, bool)
+        want[np.argsort(noise, kind="stable")[:7]] = True
+        np.testing.assert_array_equal(masking.random_tokens(key, valid, 7), want & valid)
+    # As many slots as tokens: every valid token, no invalid one.
+    vis = masking.random_tokens(jax.random.key(0), valid, N)
+    np.testing.assert_array_equal(vis, valid)
+
+
 def test_random_mask_with_time_block_hides_a_block_on_every_joint():
     valid = jnp.ones(N, bool)
     vis = masking.random_mask(jax.random.key(1), valid, num_joints=J, num_patches=NP,
