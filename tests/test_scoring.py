@@ -57,6 +57,18 @@ def test_padding_strides_cost_nothing_and_one_program_serves_every_short_trial()
     assert np.isnan(got[4]).all()  # beyond the last loop step that holds a real stride: skipped
 
 
+def test_independent_chains_per_loop_step_give_the_one_chain_numbers():
+    model = _untrained(patch=10, factorized=True)
+    x, valid = scoring.prepare(g.strides(8, 7)["angles"])
+    valid[7:] = False  # 7 real strides: the loop's last steps run one chain at a time
+    chunk = scoring.STRIDES_PER_STEP * g.J
+    rows = jax.jit(scoring.occlusion_recon_rows, static_argnums=(3, 4))
+    one, two, three = (np.asarray(rows(model, x, valid, chunk, k)) for k in (1, 2, 3))
+    assert np.isfinite(one[:7]).all()
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-4)
+
+
 def test_context_maskings_run_in_the_same_single_program():
     model = _untrained(patch=20)
     data = g.strides(3, 4)
