@@ -95,12 +95,17 @@ def peak_bytes(compiled) -> int:
     return int(max(getattr(m, "peak_memory_in_bytes", 0), total))
 
 
-def matmul_peak_gflops(dtype=jnp.float32, n: int = 2048, min_s: float = 1.0) -> float:
-    """Achieved GFLOP/s of an n x n matmul (the same-run peak everything is compared to)."""
+def matmul_call(dtype=jnp.float32, n: int = 2048) -> Callable[[], None]:
+    """One blocking call of an n x n matmul (2 n^3 FLOPs): the peak's yardstick."""
     a = jax.random.normal(jax.random.key(0), (n, n), dtype)
     b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     f = jax.jit(jnp.matmul)
-    dt = timeit(lambda: f(a, b).block_until_ready(), min_s, best=True)  # a peak: best call
+    return lambda: f(a, b).block_until_ready()
+
+
+def matmul_peak_gflops(dtype=jnp.float32, n: int = 2048, min_s: float = 1.0) -> float:
+    """Achieved GFLOP/s of an n x n matmul (the same-run peak everything is compared to)."""
+    dt = timeit(matmul_call(dtype, n), min_s, best=True)  # a peak: best call
     return 2 * n ** 3 / dt / 1e9
 
 
@@ -234,8 +239,14 @@ def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
 
 
 def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: float,
-                  peak: float, rows_only: bool = False, chunk: int = 0) -> dict:
-    """Pass 1 strides/s: all J masks in one vmap call vs a Python loop of per-joint calls."""
+                  peak: float, rows_only: bool = False, chunk: int = 0,
+                  beside_matmul: tuple[int, int, float] | None = None) -> dict:
+    """Pass 1 strides/s: all J masks in one vmap call vs a Python loop of per-joint calls.
+
+    beside_matmul (n, rounds, window_s): the largest batch's program also timed in windows
+    alternating with an n x n matmul's (`interleaved`), its FLOP rate over the matmul's in the
+    same windows (`fraction_of_matmul_interleaved`: a slow moment of a shared machine falls on
+    both)."""
     graphdef, state = nnx.split(model)
     j, p = model.num_joints, model.num_patches
     vmapped, per_joint = _pass1_programs(graphdef, j * p - p, rows_only, chunk)
@@ -262,6 +273,11 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
                             vmap_s=t_vmap, loop_s=t_loop, speedup=t_loop / t_vmap,
                             flops_per_call=flops, fraction_of_peak=flops / t_vmap / 1e9 / peak,
                             fraction_of_peak_best_call=flops / t_best / 1e9 / peak)
+        if beside_matmul and b == max(batches):
+            n, rounds, window_s = beside_matmul
+            t = interleaved({"pass1": lambda: compiled(state, x, valid, key).block_until_ready(),
+                             "matmul": matmul_call(jnp.float32, n)}, rounds, window_s)
+            out["fraction_of_matmul_interleaved"] = flops / t["pass1"] / (2 * n ** 3 / t["matmul"])
     big = f"b{max(batches)}"
     out.update(vmap_vs_loop_speedup_b1=out["b1"]["speedup"] if "b1" in out else None,
                large_batch=max(batches), strides_per_s=out[big]["vmap_strides_per_s"],
@@ -367,7 +383,8 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     # it replaced).
     res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
                                    rows_only=True,
-                                   chunk=scoring.STRIDES_PER_STEP * shape["num_joints"])
+                                   chunk=scoring.STRIDES_PER_STEP * shape["num_joints"],
+                                   beside_matmul=(n_mm, 3, 0.2) if quick else (n_mm, 8, 0.5))
     res["scoring"]["trial_latency_ms"] = trial_latency_ms(model, min_s)
     done("scoring")
     res["scoring_full_decode"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"])
@@ -448,6 +465,8 @@ def table(res: dict) -> str:
                 sc["b1"]["vmap_strides_per_s"], sc["strides_per_s"])),
             ("pass 1 fraction of peak: median / best call",
              f"{sc['fraction_of_peak']:.2f} / {sc['fraction_of_peak_best_call']:.2f}"),
+            ("pass 1 / matmul GFLOP/s, interleaved",
+             f"{sc.get('fraction_of_matmul_interleaved', float('nan')):.2f}"),
             ("pass 1 vmap / loop speedup b1", f"{sc['vmap_vs_loop_speedup_b1']:.2f}"),
             ("trial ms: one call / score_strides", "{:.0f} / {:.0f}".format(
                 sc["trial_latency_ms_one_call"], sc["trial_latency_ms"])),
