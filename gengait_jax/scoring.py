@@ -116,8 +116,9 @@ def occlusion_recon_rows(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Ar
                                                            i * width * chunk, 0)
             return step
         pred = jnp.full((s - s % -chunk, p, patch * c), jnp.nan, jnp.float32)
-        full = used // (chains * chunk) if chains > 1 else 0  # the rest one chain at a time
+        full = 0  # steps of `chains` runs; the rest one chain at a time
         if chains > 1:
+            full = used // (chains * chunk)
             pred = jax.lax.fori_loop(0, full, steps(chains), pred)
         pred = jax.lax.fori_loop(full * chains, (used + chunk - 1) // chunk, steps(1), pred)
         pred = jnp.swapaxes(pred[:s].reshape((b, j) + pred.shape[1:]), 0, 1)
