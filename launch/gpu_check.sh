@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The accelerator check: ONE script, under 8 minutes on one GPU. It
-#   1. installs the Python packages that are missing (from WHEELS, a folder of wheels, where
-#      the machine has no network; else from PyPI with requirements.txt's pins), never jax
-#      itself: the machine's CUDA/TPU build of jax is used as it is;
+#   1. installs the Python packages of launch/gpu_packages.txt that are missing (from WHEELS, a
+#      folder of wheels made by launch/gpu_wheels.sh, where the machine has no network; else
+#      from PyPI with requirements.txt's pins), never jax itself: the machine's CUDA/TPU build
+#      of jax is used as it is;
 #   2. runs the tests that exercise sharding, the model and both passes on the real device;
 #   3. runs launch.benchmark for `demo` (float32) and `paper` (bfloat16) (PRESETS), and the
 #      `paper` train step's sharding report on every device (SHARDING);
@@ -34,21 +35,18 @@ start=$(date +%s)
 log "1/4 packages ($py)"
 missing="$("$py" - <<'EOF'
 import importlib.util, re
-modules = {"tensorflow-datasets": "tensorflow_datasets", "array_record": "array_record",
-           "grain": "grain", "ezc3d": "ezc3d", "ml_collections": "ml_collections",
-           "tensorboardX": "tensorboardX", "absl-py": "absl", "chex": "chex", "flax": "flax",
-           "optax": "optax", "orbax-checkpoint": "orbax", "scipy": "scipy",
-           "matplotlib": "matplotlib", "pytest": "pytest", "hypothesis": "hypothesis",
-           "importlib_resources": "importlib_resources"}
 pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", open("requirements.txt").read(), re.M))
-print(" ".join(f"{p}=={pins[p]}" if p in pins else p for p, m in modules.items()
+pairs = [line.split() for line in open("launch/gpu_packages.txt")
+         if line.strip() and not line.startswith("#")]
+print(" ".join(f"{p}=={pins[p]}" if p in pins else p for p, m in pairs
                if importlib.util.find_spec(m) is None))
 EOF
 )"
 if [ -n "$missing" ]; then
   log "installing: $missing"
   if [ -n "${WHEELS:-}" ]; then
-    "$py" -m pip install -q --no-index --no-deps --target /tmp/gengait_site "$WHEELS"/*.whl
+    "$py" -m pip install -q --no-index --no-deps --upgrade --target /tmp/gengait_site \
+      "$WHEELS"/*.whl
     export PYTHONPATH="/tmp/gengait_site${PYTHONPATH:+:$PYTHONPATH}"
   else
     # shellcheck disable=SC2086  (one word per requirement)
