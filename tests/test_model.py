@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,13 +32,14 @@ def test_output_shapes_and_keep_count():
     x = jax.random.normal(jax.random.key(0), (2, T, J, C))
     tok = m.tokens(x)
     n = J * T // cfg.model.patch
-    assert tok.shape == (2, n, cfg.model.patch * C)
+    chex.assert_shape(tok, (2, n, cfg.model.patch * C))
     k = model_lib.num_keep_for(cfg, n)
     assert k == round(n * (1 - cfg.mask.ratio))
     vis = jax.vmap(lambda key: masking.random_tokens(key, jnp.ones(n, bool), k))(
         jax.random.split(jax.random.key(1), 2))
-    assert _apply(m, tok, vis, k).shape == tok.shape
-    assert m.untokens(_apply(m, tok, vis, k), m.reference(x)).shape == x.shape
+    out = _apply(m, tok, vis, k)
+    chex.assert_equal_shape([out, tok])
+    chex.assert_shape(m.untokens(out, m.reference(x)), x.shape)
 
 
 @pytest.mark.parametrize("factorized,one_joint", [(False, False), (True, False), (True, True)])
@@ -173,10 +175,10 @@ def test_dense_product_gives_autodiffs_values_and_gradients(dtype):
     y, vjp = jax.vjp(model_lib.dense_product, x, w)
     y_ref, vjp_ref = jax.vjp(lambda a, b: a @ b, x, w)
     tol = 1e-5 if dtype == jnp.float32 else 2e-2
-    for got, want in zip((y, *vjp(g)), (y_ref, *vjp_ref(g))):
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
-                                   rtol=tol, atol=tol * 10)
+    got, want = (y, *vjp(g)), (y_ref, *vjp_ref(g))
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+    as_f32 = functools.partial(jax.tree.map, lambda a: a.astype(jnp.float32))
+    chex.assert_trees_all_close(as_f32(got), as_f32(want), rtol=tol, atol=tol * 10)
 
 
 def test_dense_layers_take_the_backends_dot_general():

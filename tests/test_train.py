@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -310,7 +311,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_run, gait
         10, 20, 30]
     model, _, meta = checkpointing.restore_model(Workdir(tmp_path / "wd"))
     assert meta["step"] == 30
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(nnx.state(model)))
+    chex.assert_tree_all_finite(nnx.state(model))
 
 
 def test_occlusion_groups_tie_joints_that_are_one_signal():
