@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The accelerator check: ONE script, under 8 minutes on one GPU. It
-#   1. installs the Python packages of launch/gpu_packages.txt that are missing (from WHEELS, a
-#      folder of wheels made by launch/gpu_wheels.sh, where the machine has no network; else
-#      from PyPI with requirements.txt's pins), never jax itself: the machine's CUDA/TPU build
-#      of jax is used as it is;
+#   1. installs the Python packages of launch/gpu_packages.txt that are missing: from PyPI with
+#      requirements.txt's pins, or, where the machine has no network, every wheel of WHEELS (a
+#      folder made by launch/gpu_wheels.sh; it goes ahead of the machine's own packages). Never
+#      jax itself: the machine's CUDA/TPU build of jax is used as it is;
 #   2. runs the tests that exercise sharding, the model and both passes on the real device;
 #   3. runs launch.benchmark for `demo` (float32) and `paper` (bfloat16) (PRESETS), and the
 #      `paper` train step's sharding report on every device (SHARDING);
@@ -33,7 +33,8 @@ export JAX_PLATFORMS="$platform" XLA_FLAGS="${XLA_FLAGS:-}" PYTHONUNBUFFERED=1
 start=$(date +%s)
 
 log "1/4 packages ($py)"
-missing="$("$py" - <<'EOF'
+missing_packages() {  # the packages of launch/gpu_packages.txt that do not import, pinned
+  "$py" - <<'EOF'
 import importlib.util, re
 pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", open("requirements.txt").read(), re.M))
 pairs = [line.split() for line in open("launch/gpu_packages.txt")
@@ -41,17 +42,24 @@ pairs = [line.split() for line in open("launch/gpu_packages.txt")
 print(" ".join(f"{p}=={pins[p]}" if p in pins else p for p, m in pairs
                if importlib.util.find_spec(m) is None))
 EOF
-)"
-if [ -n "$missing" ]; then
-  log "installing: $missing"
-  if [ -n "${WHEELS:-}" ]; then
-    "$py" -m pip install -q --no-index --no-deps --upgrade --target /tmp/gengait_site \
-      "$WHEELS"/*.whl
-    export PYTHONPATH="/tmp/gengait_site${PYTHONPATH:+:$PYTHONPATH}"
-  else
+}
+if [ -n "${WHEELS:-}" ]; then  # every wheel of the folder, ahead of the machine's packages
+  log "installing the wheels of $WHEELS"
+  "$py" -m pip install -q --no-index --no-deps --upgrade --target /tmp/gengait_site \
+    "$WHEELS"/*.whl
+  export PYTHONPATH="/tmp/gengait_site${PYTHONPATH:+:$PYTHONPATH}"
+else
+  missing="$(missing_packages)"
+  if [ -n "$missing" ]; then
+    log "installing: $missing"
     # shellcheck disable=SC2086  (one word per requirement)
     "$py" -m pip install -q $missing
   fi
+fi
+missing="$(missing_packages)"
+if [ -n "$missing" ]; then
+  echo "gpu_check: still missing after the install: $missing (launch/gpu_wheels.sh)" >&2
+  exit 1
 fi
 "$py" -c "import jax; print('jax', jax.__version__, jax.devices())" | tee "$out/devices.txt"
 
