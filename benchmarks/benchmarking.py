@@ -246,7 +246,9 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
     beside_matmul (n, rounds, window_s): the largest batch's program also timed in windows
     alternating with an n x n matmul's (`interleaved`), its FLOP rate over the matmul's in the
     same windows (`fraction_of_matmul_interleaved`: a slow moment of a shared machine falls on
-    both)."""
+    both). Each batch also gives its number of timed calls and their quartiles (`calls`,
+    `call_ms_p25` / `call_ms_p75`; the largest's median too): a wide spread says the machine,
+    not the program, moved the median."""
     graphdef, state = nnx.split(model)
     j, p = model.num_joints, model.num_patches
     vmapped, per_joint = _pass1_programs(graphdef, j * p - p, rows_only, chunk)
@@ -269,10 +271,12 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
         # cost_analysis counts a lax.map body once: count the same arithmetic as one vmap
         # (compiled, not run; scaling the body by the chunks would also scale what is outside).
         flops = flops_of(one_vmap.lower(state, x, valid, key).compile() if chunk else compiled)
+        p25, p75 = np.percentile(times, [25, 75])
         out[f"b{b}"] = dict(vmap_strides_per_s=b / t_vmap, loop_strides_per_s=b / t_loop,
                             vmap_s=t_vmap, loop_s=t_loop, speedup=t_loop / t_vmap,
                             flops_per_call=flops, fraction_of_peak=flops / t_vmap / 1e9 / peak,
-                            fraction_of_peak_best_call=flops / t_best / 1e9 / peak)
+                            fraction_of_peak_best_call=flops / t_best / 1e9 / peak,
+                            calls=len(times), call_ms_p25=1e3 * p25, call_ms_p75=1e3 * p75)
         if beside_matmul and b == max(batches):
             n, rounds, window_s = beside_matmul
             t = interleaved({"pass1": lambda: compiled(state, x, valid, key).block_until_ready(),
@@ -283,6 +287,8 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
                large_batch=max(batches), strides_per_s=out[big]["vmap_strides_per_s"],
                fraction_of_peak=out[big]["fraction_of_peak"],
                fraction_of_peak_best_call=out[big]["fraction_of_peak_best_call"],
+               calls=out[big]["calls"], call_ms_p25=out[big]["call_ms_p25"],
+               call_ms_median=1e3 * out[big]["vmap_s"], call_ms_p75=out[big]["call_ms_p75"],
                rows_only=rows_only, chunk=chunk)
     if rows_only:  # one trial, unpadded, through the same program (+ copy to host)
         x = synthetic_batch(TRIAL_STRIDES, dict(num_frames=p * model.patch, num_joints=j,
@@ -465,6 +471,9 @@ def table(res: dict) -> str:
                 sc["b1"]["vmap_strides_per_s"], sc["strides_per_s"])),
             ("pass 1 fraction of peak: median / best call",
              f"{sc['fraction_of_peak']:.2f} / {sc['fraction_of_peak_best_call']:.2f}"),
+            ("pass 1 large: calls, ms p25 / median / p75",
+             "{}, {:.0f} / {:.0f} / {:.0f}".format(sc["calls"], sc["call_ms_p25"],
+                                                    sc["call_ms_median"], sc["call_ms_p75"])),
             ("pass 1 / matmul GFLOP/s, interleaved",
              f"{sc.get('fraction_of_matmul_interleaved', float('nan')):.2f}"),
             ("pass 1 vmap / loop speedup b1", f"{sc['vmap_vs_loop_speedup_b1']:.2f}"),
