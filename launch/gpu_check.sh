@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The accelerator check: ONE script, under 8 minutes on one GPU. It
-#   1. installs the Python packages of launch/gpu_packages.txt that are missing: from PyPI with
+#   1. installs the Python packages of launch/gpu_packages.py that are missing: from PyPI with
 #      requirements.txt's pins, or, where the machine has no network, every wheel of WHEELS (a
 #      folder made by launch/gpu_wheels.sh; it goes ahead of the machine's own packages). Never
 #      jax itself: the machine's CUDA/TPU build of jax is used as it is;
@@ -33,15 +33,8 @@ export JAX_PLATFORMS="$platform" XLA_FLAGS="${XLA_FLAGS:-}" PYTHONUNBUFFERED=1
 start=$(date +%s)
 
 log "1/4 packages ($py)"
-missing_packages() {  # the packages of launch/gpu_packages.txt that do not import, pinned
-  "$py" - <<'EOF'
-import importlib.util, re
-pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", open("requirements.txt").read(), re.M))
-pairs = [line.split() for line in open("launch/gpu_packages.txt")
-         if line.strip() and not line.startswith("#")]
-print(" ".join(f"{p}=={pins[p]}" if p in pins else p for p, m in pairs
-               if importlib.util.find_spec(m) is None))
-EOF
+missing_packages() {  # launch/gpu_packages.py's packages that do not import, pinned
+  "$py" -m launch.gpu_packages
 }
 if [ -n "${WHEELS:-}" ]; then  # every wheel of the folder, ahead of the machine's packages
   log "installing the wheels of $WHEELS"

@@ -6,7 +6,7 @@
 #   PY_TARGET=3.12 bash launch/gpu_wheels.sh .whl have.txt
 #
 # It fetches, for the target's Python (PY_TARGET, default 3.12, manylinux x86-64), the packages
-# of launch/gpu_packages.txt and every dependency they need, at the versions of this machine's
+# of launch/gpu_packages.py and every dependency they need, at the versions of this machine's
 # .venv (requirements.txt's pins), except what the target already has: HAVE, a file of the
 # target's `python3 -m pip list --format=freeze` (or one name per line). A wheel comes from the
 # index when it has one for the target, else it is built here from the source distribution
@@ -32,6 +32,8 @@ import sys
 
 from packaging.requirements import Requirement
 
+from launch.gpu_packages import PACKAGES
+
 
 def norm(name: str) -> str:
     """PEP 503 normalized project name."""
@@ -47,8 +49,7 @@ env = {"python_version": target, "python_full_version": target + ".0", "extra": 
        "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
        "implementation_name": "cpython", "platform_python_implementation": "CPython",
        "os_name": "posix"}
-todo = [line.split()[0] for line in open("launch/gpu_packages.txt")
-        if line.strip() and not line.startswith("#")]
+todo = [dist for dist, _ in PACKAGES]
 seen, wanted = set(), []
 while todo:
     name = todo.pop()

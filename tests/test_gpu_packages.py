@@ -1,10 +1,12 @@
-"""launch/gpu_packages.txt: what the accelerator check installs covers what its code imports."""
+"""launch/gpu_packages.py: what the accelerator check installs covers what its code imports."""
 
 import ast
 import importlib.util
 import pathlib
 import re
 import sys
+
+from launch import gpu_packages
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Imported but not installed by gpu_check.sh: the machine's own jax build brings jax, jaxlib
@@ -14,12 +16,6 @@ NOT_INSTALLED = {"jax": "the machine's jax", "jaxlib": "the machine's jax",
                  "numpy": "a dependency of jax", "etils": "a dependency of flax and orbax",
                  "torch": "optional (benchmarks/torch_reference.py, --notorch)"}
 LOCAL = {"gengait_jax", "tfds_gait", "benchmarks", "launch", "tests"}
-
-
-def _packages() -> list[tuple[str, str]]:
-    """(distribution, import name) of launch/gpu_packages.txt."""
-    lines = (ROOT / "launch" / "gpu_packages.txt").read_text().splitlines()
-    return [tuple(line.split()) for line in lines if line.strip() and not line.startswith("#")]
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -53,18 +49,24 @@ def _checked_files() -> list[pathlib.Path]:
 
 
 def test_gpu_packages_cover_every_third_party_import():
-    provided = {module for _, module in _packages()} | set(NOT_INSTALLED)
+    provided = {module for _, module in gpu_packages.PACKAGES} | set(NOT_INSTALLED)
     missing = {}
     for path in _checked_files():
         for name in _imports(path) - set(sys.stdlib_module_names) - LOCAL - provided:
             if not (ROOT / "tests" / f"{name}.py").exists():
                 missing.setdefault(name, path.relative_to(ROOT).as_posix())
-    assert not missing, f"imported, but not in launch/gpu_packages.txt: {missing}"
+    assert not missing, f"imported, but not in gpu_packages.PACKAGES: {missing}"
 
 
 def test_gpu_packages_are_pinned_and_importable():
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)",
-                           (ROOT / "requirements.txt").read_text(), re.M))
-    for dist, module in _packages():
-        assert dist in pins, f"{dist} of gpu_packages.txt has no pin in requirements.txt"
+    pins = gpu_packages.pins()
+    for dist, module in gpu_packages.PACKAGES:
+        assert dist in pins, f"{dist} of gpu_packages.PACKAGES has no pin in requirements.txt"
         assert importlib.util.find_spec(module) is not None, f"{module} ({dist}) does not import"
+
+
+def test_missing_gives_the_pinned_requirement_of_what_does_not_import(monkeypatch):
+    monkeypatch.setattr(gpu_packages, "PACKAGES", (
+        ("grain", "no_such_module_for_grain"), ("unpinned-dist", "no_such_module_either"),
+        ("flax", "flax")))
+    assert gpu_packages.missing() == [f"grain=={gpu_packages.pins()['grain']}", "unpinned-dist"]
