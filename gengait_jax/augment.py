@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from gengait_jax import masking
+
 
 def mirror_permutation(joint_names: Sequence[str]) -> tuple[int, ...] | None:
     """Joint order with every 'L*' joint swapped with its 'R*' twin; None if one is missing."""
@@ -73,8 +75,8 @@ def _shift(x, valid, key, max_shift: int):
     b, t = x.shape[:2]
     s = jax.random.randint(key, (b,), -max_shift, max_shift + 1)
     idx = (jnp.arange(t)[None, :] - s[:, None]) % t
-    x = jnp.take_along_axis(x, idx[:, :, None, None], axis=1)
-    valid = jnp.take_along_axis(valid, idx[:, :, None], axis=1)
+    x = masking.take_along(x, idx[:, :, None, None], axis=1)
+    valid = masking.take_along(valid, idx[:, :, None], axis=1)
     return x, valid
 
 

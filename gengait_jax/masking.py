@@ -52,6 +52,14 @@ def inverse_permutation(perm: jax.Array) -> jax.Array:
         iota, unique_indices=True)
 
 
+def take_along(a: jax.Array, idx: jax.Array, axis: int) -> jax.Array:
+    """jnp.take_along_axis for indices in range by construction (every caller's): no bounds
+    mask. The default mode ("fill") selects NaN where an index is out of range, in the result
+    and, as a masked scatter, in the gradient: the `demo` train step 5 % slower (BUILD_NOTES
+    "Performance")."""
+    return jnp.take_along_axis(a, idx, axis=axis, mode="promise_in_bounds")
+
+
 def keep_indices(visible_bn: jax.Array, num_keep: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Visible tokens first (in order), then hidden ones.
 

@@ -233,14 +233,14 @@ class Block(nnx.Module):
         elif self.factorized:
             att = _grid_attention(qkv, grid)
             if query_bq is not None:
-                att = jnp.take_along_axis(att, query_bq[:, :, None, None], axis=1)
+                att = masking.take_along(att, query_bq[:, :, None, None], axis=1)
         else:
             q, k, v = split_qkv(qkv)
             if query_bq is not None:  # queries of the rows that are read; keys/values of all
-                q = jnp.take_along_axis(q, query_bq[:, :, None, None], axis=1)
+                q = masking.take_along(q, query_bq[:, :, None, None], axis=1)
             att = attention(q, k, v, kv_len_b, self.implementation)
         if query_bq is not None:
-            x_bnd = jnp.take_along_axis(x_bnd, query_bq[..., None], axis=1)
+            x_bnd = masking.take_along(x_bnd, query_bq[..., None], axis=1)
         return self.residual(x_bnd, att)
 
     def qkv_heads(self, x_bnd: jax.Array) -> jax.Array:
@@ -260,7 +260,7 @@ class Block(nnx.Module):
 
         def own(a: jax.Array) -> jax.Array:
             """Joint joint_b's rows [B, P, D] of a [B, N, D]."""
-            return jnp.take_along_axis(a.reshape(b, num_joints, n // num_joints, d),
+            return masking.take_along(a.reshape(b, num_joints, n // num_joints, d),
                                        joint_b[:, None, None, None], axis=1)[:, 0]
 
         q = own(h_bnd).astype(dtype) @ w[:, :d].astype(dtype) + bias[:d].astype(dtype)
@@ -287,18 +287,18 @@ def query_attention(qkv_bn3hd: jax.Array, query_bq: jax.Array, key_valid_bn: jax
     softmax tensors are [B, Q, H/2, J] and [B, Q, H/2, P] instead of the whole grid's."""
     b, n, _, h, d = qkv_bn3hd.shape
     p, hs = n // num_joints, h // 2
-    q = jnp.take_along_axis(qkv_bn3hd[:, :, 0], query_bq[:, :, None, None], axis=1)
+    q = masking.take_along(qkv_bn3hd[:, :, 0], query_bq[:, :, None, None], axis=1)
     q = q * jnp.asarray(d ** -0.5, q.dtype)
     kv = qkv_bn3hd[:, :, 1:].reshape(b, num_joints, p, 2, h, d)
     joint_q, patch_q = query_bq // p, query_bq % p
-    kv_j = jnp.take_along_axis(kv[..., :hs, :], patch_q[:, None, :, None, None, None], axis=2)
-    kv_t = jnp.take_along_axis(kv[..., hs:, :], joint_q[:, :, None, None, None, None], axis=1)
+    kv_j = masking.take_along(kv[..., :hs, :], patch_q[:, None, :, None, None, None], axis=2)
+    kv_t = masking.take_along(kv[..., hs:, :], joint_q[:, :, None, None, None, None], axis=1)
     keep_j = keep_t = None  # [B, Q, 1, J] / [B, Q, 1, P]
     if key_valid_bn is not None:
         keep = key_valid_bn.reshape(b, num_joints, p)
-        keep_j = jnp.take_along_axis(keep, patch_q[:, None, :], axis=2).transpose(0, 2, 1)
+        keep_j = masking.take_along(keep, patch_q[:, None, :], axis=2).transpose(0, 2, 1)
         keep_j = keep_j[:, :, None]
-        keep_t = jnp.take_along_axis(keep, joint_q[..., None], axis=1)[:, :, None]
+        keep_t = masking.take_along(keep, joint_q[..., None], axis=1)[:, :, None]
     across_joints = _softmax_product(
         jnp.einsum("bqhd,bkqhd->bqhk", q[:, :, :hs], kv_j[:, :, :, 0],
                    preferred_element_type=jnp.float32),
@@ -320,7 +320,7 @@ def joint_query_attention(q_bphd: jax.Array, kv_bn2hd: jax.Array, joint_b: jax.A
     p, hs = n // num_joints, h // 2
     q = q_bphd * jnp.asarray(d ** -0.5, q_bphd.dtype)
     kv = kv_bn2hd.reshape(b, num_joints, p, 2, h, d)
-    own = jnp.take_along_axis(kv[..., hs:, :], joint_b[:, None, None, None, None, None],
+    own = masking.take_along(kv[..., hs:, :], joint_b[:, None, None, None, None, None],
                               axis=1)[:, 0]  # [B, P, 2, H/2, D]
     across_joints = _softmax_product(
         jnp.einsum("bphd,bkphd->bphk", q[:, :, :hs], kv[:, :, :, 0, :hs],
@@ -339,11 +339,11 @@ def _grid_attention(qkv_bn3hd: jax.Array, grid: TokenGrid) -> jax.Array:
     if grid.restore is not None:
         b, k = qkv_bn3hd.shape[:2]
         pad = jnp.zeros((b, grid.restore.shape[1] - k, *qkv_bn3hd.shape[2:]), qkv_bn3hd.dtype)
-        qkv_bn3hd = jnp.take_along_axis(jnp.concatenate([qkv_bn3hd, pad], axis=1),
+        qkv_bn3hd = masking.take_along(jnp.concatenate([qkv_bn3hd, pad], axis=1),
                                         grid.restore[:, :, None, None, None], axis=1)
     att = factorized_attention(*split_qkv(qkv_bn3hd), grid.keys, grid.num_joints)
     if grid.keep_idx is not None:
-        att = jnp.take_along_axis(att, grid.keep_idx[:, :, None, None], axis=1)
+        att = masking.take_along(att, grid.keep_idx[:, :, None, None], axis=1)
     return att
 
 
@@ -461,7 +461,7 @@ class GenGaitMAE(nnx.Module):
         keep_idx, keep_valid, restore = masking.keep_indices(visible_bn, num_keep)
         # Gather first, so the embedding also costs K tokens, and zero the padding slots, so
         # hidden (possibly invalid) values reach neither the output nor any gradient.
-        tok_bkd = jnp.take_along_axis(tokens_bnd, keep_idx[..., None], axis=1)
+        tok_bkd = masking.take_along(tokens_bnd, keep_idx[..., None], axis=1)
         tok_bkd = jnp.where(keep_valid[..., None], tok_bkd, 0.0)
         pos_bkd = self._pos(self.joint_emb, self.time_emb)[keep_idx]
         x_bkd = self.embed(tok_bkd) + pos_bkd
@@ -532,7 +532,7 @@ class GenGaitMAE(nnx.Module):
             mask = jnp.broadcast_to(mask, (b, restore_bn.shape[-1], d))
             y = jnp.where(keep_valid_bk[..., None], y, mask[:, :k])
             y = jnp.concatenate([y, mask[:, k:]], axis=1)
-            y = jnp.take_along_axis(y, restore_bn[..., None], axis=1)
+            y = masking.take_along(y, restore_bn[..., None], axis=1)
         y = y + self._pos(self.dec_joint_emb, self.dec_time_emb).astype(y.dtype)
         # The last block (and the head) only computes the rows that are read.
         grid = TokenGrid(self.num_joints)  # the rows are all tokens, all of them keys
@@ -546,7 +546,7 @@ class GenGaitMAE(nnx.Module):
             else:
                 y = block(y, None, query_idx, grid)
         if query_idx is not None and not len(self.decoder):
-            y = jnp.take_along_axis(y, query_idx[..., None], axis=1)
+            y = masking.take_along(y, query_idx[..., None], axis=1)
         return self.head(self.dec_norm(y)).astype(jnp.float32)
 
     def prior_all(self, tokens_bnd: jax.Array, visible_bn: jax.Array) -> jax.Array:
@@ -589,7 +589,7 @@ class GenGaitMAE(nnx.Module):
         out = self.decoded(tokens_bnd, visible_bn, num_keep, query_idx)
         prior = self.prior(tokens_bnd, visible_bn)
         if query_idx is not None:
-            prior = jnp.take_along_axis(prior, query_idx[..., None], axis=1)
+            prior = masking.take_along(prior, query_idx[..., None], axis=1)
         return out + prior.astype(out.dtype)
 
     def untokens_joint(self, tokens_bpd: jax.Array, ref_btjc: jax.Array, j) -> jax.Array:

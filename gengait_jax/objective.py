@@ -105,8 +105,8 @@ def _group_sums(model, tokens, valid, visible, num_keep, row_w, num_query=None):
         return masked_sq_err(model(tokens, visible, num_keep), tokens, weight)
     rows = masking.keep_indices(weight, num_query)[0]
     pred = model(tokens, visible, num_keep, rows)
-    return masked_sq_err(pred, jnp.take_along_axis(tokens, rows[..., None], axis=1),
-                         jnp.take_along_axis(weight, rows, axis=1))
+    return masked_sq_err(pred, masking.take_along(tokens, rows[..., None], axis=1),
+                         masking.take_along(weight, rows, axis=1))
 
 
 def mixture_loss(model: GenGaitMAE, batch: dict, key: jax.Array,
