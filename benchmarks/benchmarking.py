@@ -309,9 +309,11 @@ def trial_latency_ms(model: model_lib.GenGaitMAE, min_s: float) -> float:
     return 1e3 * timeit(lambda: gg.pass1(strides), min_s)
 
 
-def bench_input(strides, batch_size: int, min_s: float, min_batches: int = 20) -> dict:
-    """Strides/s of the grain train iterator over the training strides (steady state)."""
-    it = input_pipeline.train_iterator(strides, batch_size, seed=0, process_index=0,
+def bench_input(strides, batch_size: int, read: ml_collections.ConfigDict, min_s: float,
+                min_batches: int = 20) -> dict:
+    """Strides/s of the grain train iterator over the training strides (steady state), read as
+    `read` (config.input) says."""
+    it = input_pipeline.train_iterator(strides, batch_size, seed=0, read=read, process_index=0,
                                        process_count=1)
     for _ in range(min_batches):  # fill grain's prefetch buffer: measure reads, not it
         next(it)
@@ -375,8 +377,8 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     train.prepare_data(cfg)
     data = train.load_data(cfg)
     shape = data.train.shape
-    res["input"] = bench_input(data.train, cfg.batch_size, min_s)
-    batch = next(iter(bench_input_batches(data.train, cfg.batch_size)))
+    res["input"] = bench_input(data.train, cfg.batch_size, cfg.input, min_s)
+    batch = next(bench_input_batches(data.train, cfg.batch_size, cfg.input))
     done("input")
     res["train"], jax_step = bench_train(cfg, shape, batch, data.refs, min_s,
                                          res["peak_gflops"], profile_steps=5 if profile else 0)
@@ -424,10 +426,10 @@ def use_peak(res: dict, peak: float) -> None:
     res["peak_gflops"] = peak
 
 
-def bench_input_batches(strides, batch_size: int):
-    """One batch of real strides (the train benchmark's input)."""
-    return input_pipeline.train_iterator(strides, batch_size, seed=0, process_index=0,
-                                         process_count=1)
+def bench_input_batches(strides, batch_size: int, read: ml_collections.ConfigDict):
+    """Batches of real strides (the train benchmark's input)."""
+    return input_pipeline.train_iterator(strides, batch_size, seed=0, read=read,
+                                         process_index=0, process_count=1)
 
 
 def _torch(cfg, shape, batch, res, quick, torch_compile, jax_step):

@@ -8,7 +8,7 @@ stream is cut into global batches and process p takes the p-th contiguous block 
 each, so the shards are disjoint and, concatenated in process order (the order of
 `make_array_from_process_local_data`), are the single-process global batch row for row: the
 per-row masks, hence the loss, do not depend on the process count; a batch's indices are
-read in one call (grain prefetches batches in background threads). The stream is a pure
+read in one call (grain prefetches batches in background threads, `config.input`). The stream is a pure
 function of (seed, position), so the iterator's state (`get_state`/`set_state`, a small dict
 checkpointed with the model) restores it exactly.
 """
@@ -20,6 +20,7 @@ from typing import Iterator
 
 import grain
 import jax
+import ml_collections
 import numpy as np
 
 from gengait_jax.data import Strides
@@ -49,8 +50,10 @@ def _read_batch(indices: np.ndarray, *, strides: Strides) -> dict[str, np.ndarra
 
 
 def train_iterator(strides: Strides, global_batch_size: int, *, seed: int,
-                   process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
-    """Infinite shuffled batches of this process' shard: angles [b, T, J, C], valid [b, T, J]."""
+                   read: ml_collections.ConfigDict, process_index: int | None = None,
+                   process_count: int | None = None) -> grain.DatasetIterator:
+    """Infinite shuffled batches of this process' shard: angles [b, T, J, C], valid [b, T, J],
+    read by `read.read_threads` threads up to `read.prefetch_batches` ahead (config.input)."""
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
     if global_batch_size % pc:
@@ -63,7 +66,9 @@ def train_iterator(strides: Strides, global_batch_size: int, *, seed: int,
     order = grain.MapDataset.range(n).repeat().map_with_index(
         functools.partial(_source_index, n=n, seed=seed))
     ds = order.batch(global_batch_size // pc, drop_remainder=True)[pi::pc]
-    return iter(ds.map(functools.partial(_read_batch, strides=strides)).to_iter_dataset())
+    options = grain.ReadOptions(num_threads=read.read_threads,
+                                prefetch_buffer_size=read.prefetch_batches)
+    return iter(ds.map(functools.partial(_read_batch, strides=strides)).to_iter_dataset(options))
 
 
 def eval_batches(strides: Strides, batch_size: int) -> Iterator[dict]:

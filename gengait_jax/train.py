@@ -288,7 +288,7 @@ def _setup(cfg, workdir: Workdir, data: TrainData):
     graphdef, abstract = train_state.abstract_state(cfg, shape)
     shardings = train_state.state_shardings(abstract, mesh)
     mngr = checkpointing.manager(workdir, cfg)
-    it = input_pipeline.train_iterator(data.train, cfg.batch_size, seed=cfg.seed,
+    it = input_pipeline.train_iterator(data.train, cfg.batch_size, seed=cfg.seed, read=cfg.input,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count())
     state, start = checkpointing.restore_newest(mngr, train_state.restore_target(abstract, shardings), it)

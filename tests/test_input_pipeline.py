@@ -1,9 +1,12 @@
-"""Input pipeline: shapes, seeded order, disjoint process shards, exact resume."""
+"""Input pipeline: shapes, seeded order, disjoint process shards, exact resume, read-ahead."""
+
+import time
 
 import numpy as np
 import pytest
 
 from gengait_jax import data, input_pipeline
+from gengait_jax.configs import default
 
 
 def _source(n=23):
@@ -18,8 +21,8 @@ def _ids(batch):
 
 
 def _it(source, batch, seed, pi=0, pc=1):
-    return input_pipeline.train_iterator(source, batch, seed=seed, process_index=pi,
-                                         process_count=pc)
+    return input_pipeline.train_iterator(source, batch, seed=seed, read=default.tiny().input,
+                                         process_index=pi, process_count=pc)
 
 
 def _take(it, n):
@@ -74,6 +77,20 @@ def test_bad_arguments():
         _it(_source(), 4, seed=0, pi=2, pc=2)
     with pytest.raises(ValueError, match="empty"):
         _it(_source(0), 4, seed=0)
+
+
+def test_reads_ahead_only_the_configured_batches(monkeypatch):
+    reads = []
+    read = input_pipeline._read_batch
+    monkeypatch.setattr(input_pipeline, "_read_batch", lambda i, **kw: reads.append(1) or read(
+        i, **kw))
+    opts = default.tiny().input
+    opts.update(read_threads=1, prefetch_batches=3)
+    it = input_pipeline.train_iterator(_source(), 4, seed=0, read=opts, process_index=0,
+                                       process_count=1)
+    next(it)
+    time.sleep(0.5)  # the background reads fill the buffer, then stop
+    assert 2 <= len(reads) <= 1 + 3 + 1  # grain's default (500 ahead) would read hundreds
 
 
 def test_eval_batches_pad_and_mask():
