@@ -128,6 +128,12 @@ def load_split(name: str, split: str, data_dir: str, modality: str = "angles") -
                    joint_names=names)
 
 
+def sided(joint_names: Sequence[str]) -> bool:
+    """Whether some joints belong to a side ('L' / 'R' prefix, as `roll_of` reads them): then
+    every stride needs its side (the own-cycle layout, the left-right comparisons)."""
+    return any(n[:1] in ("L", "R") for n in joint_names)
+
+
 def roll_of(joint_names: Sequence[str], side: str, num_points: int) -> np.ndarray:
     """[J] time shift that brings each joint of a stride of `side` into its own gait cycle:
     the other side's joints start half a cycle later (0 for joints without a side prefix, and

@@ -117,6 +117,7 @@ class GenGait:
     # ------------------------------------------------------------------ pass 1
     def pass1(self, strides: data.Strides) -> Pass1:
         """Every joint hidden in turn and reconstructed; calibrated z and flags if possible."""
+        self._check_sides(strides)
         m = self._to_model(strides)
         p1 = scoring.score_strides(self.model, m.x, m.valid)
         recon, residual = (self._from_model(a, strides) for a in (p1.recon_ntjc,
@@ -138,6 +139,7 @@ class GenGait:
         own two-stage threshold is kept only if it stays above it when pass 1 is repeated with
         the family-wise flagged joints withheld from the body context (`calibration.confirm`):
         an abnormal joint in the context leaks into its neighbours' reconstructions."""
+        self._check_sides(strides)
         d = calibration.decide(residual_ntjc, strides.side, self.calibration, strides.x)
         primary = calibration.above(d["z"], d["threshold"])
         secondary = d["flagged"] & ~primary
@@ -230,6 +232,14 @@ class GenGait:
         withheld = self.withheld(strides, dec.flagged, dec.map, dec.threshold)
         tw = self.twin(strides, withheld, keep_observed=keep_observed, num_samples=num_samples)
         return DetectResult(path, strides, p1, dec, tw, self.meta, self.calibration, notes)
+
+    def _check_sides(self, strides: data.Strides) -> None:
+        """Raises unless every stride has a side where the joints have sides (without one, the
+        own-cycle layout and the left-right comparisons would be silently wrong)."""
+        unknown = int((~np.isin(strides.side.astype(str), ("L", "R"))).sum())
+        if unknown and data.sided(self.joint_names):
+            raise GaitDataError("<strides>", f"{unknown} of {len(strides)} strides have no "
+                                             f"side: {inputs.SIDE_NEEDED}")
 
     def _require_calibration(self) -> None:
         if self.calibration is None:

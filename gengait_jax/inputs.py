@@ -3,10 +3,10 @@
 A `.c3d` trial (Plug-in-Gait outputs or the markers of a known set) or an OpenSim / OpenCap
 `.trc` marker file (segmented into strides by tfds_gait, events marked or detected from the
 markers; a skeleton model takes the joint centres of its markers), or an `.npz` with `angles`
-(`positions` for a skeleton model) [N, T, J, C] (or one stride [T, J, C]) and optional `valid` [N, T, J], `side` [N] and
-`joint_names` [J]. Every problem raises GaitDataError: ONE line naming the file and the
-problem. What was fixed on the way (resampling, dropped strides, estimated measurements) is
-returned as notes.
+(`positions` for a skeleton model) [N, T, J, C] (or one stride [T, J, C]), `side` [N] ('L' /
+'R'; required where the joints have sides) and optional `valid` [N, T, J] and `joint_names`
+[J]. Every problem raises GaitDataError: ONE line naming the file and the problem. What was
+fixed on the way (resampling, dropped strides, estimated measurements) is returned as notes.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ from tfds_gait.errors import GaitDataError
 
 MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized stride
 RADIAN_MAX_ABS = 3.5  # angles whose largest |value| is below this (~pi) look like radians
+DEGREE_MAX_ABS = 360.0  # joint angles (Cardan, degrees) never reach beyond this
 SCALE_RATIO = 0.1     # input spread < 0.1x (or > 10x) the training spread: wrong units
 SUFFIXES = (".c3d", ".trc", ".npz", ".csv")
+SIDE_NEEDED = ("each stride's side is needed ('L' or 'R': the foot whose heel strike starts "
+               "it), as left and right joints are compared each in its own gait cycle")
 
 
 def resample(x: np.ndarray, t_out: int) -> np.ndarray:
@@ -71,7 +74,8 @@ def _reorder(path: str, x, valid, names, meta: dict):
 
 
 def check_units(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None:
-    """Radians for degrees (angles) or another unit: the spread is far from the training one."""
+    """Radians for degrees, values no angle reaches (angles), or another unit: the spread is far
+    from the training one."""
     vals = x[valid] if valid.any() else np.zeros((0, x.shape[-1]))
     if vals.size == 0:
         return
@@ -86,6 +90,9 @@ def check_units(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None
             and train_span > 10 * RADIAN_MAX_ABS):
         raise GaitDataError(path, f"angles look like radians (largest |value| {biggest:.2f}, "
                                   f"training data reach {train_span:.0f}); convert to degrees")
+    if meta.get("modality", "angles") == "angles" and biggest > DEGREE_MAX_ABS:
+        raise GaitDataError(path, f"values reach {biggest:.3g}: not joint angles in degrees "
+                                  f"(those stay within +-{DEGREE_MAX_ABS:.0f})")
     if not SCALE_RATIO <= ratio <= 1 / SCALE_RATIO:
         raise GaitDataError(path, f"values spread {ratio:.3g}x the training data's: wrong "
                                   f"units?")
@@ -110,6 +117,8 @@ def _finish(path: str, x, valid, side, meta: dict, notes: list, **fields) -> dat
     if gaps > 0:
         notes.append(f"{100 * gaps:.1f} % of joint-frames missing (NaN or invalid): excluded")
     check_units(path, x, valid, meta)
+    if side is None and data.sided(meta["joint_names"]):
+        raise GaitDataError(path, f"no 'side' array: {SIDE_NEEDED}")
     return data.from_arrays(x, valid, side=side, joint_names=meta["joint_names"], **fields)
 
 

@@ -343,6 +343,8 @@ def _cli_cases(d, wd: str) -> dict:
                            "no stride has any valid"),
         "D6-npz-not-a-zip": (det("o6", str(fake_npz)), str(fake_npz), "not a readable .npz"),
         "D7-npz-no-angles": (det("o7", p := npz("other", strides=x)), p, "no 'angles' array"),
+        "D22-npz-without-side": (det("o22", p := npz("noside", angles=x)), p,
+                                 "no 'side' array: each stride's side is needed"),
         "D8-text-named-c3d": (det("o8", text_c3d), text_c3d, "not a C3D file"),
         "D9-one-frame-c3d": (det("o9", one), one, "only 1 frames"),
         "D10-c3d-no-events-no-markers": (det("o10", nomark), nomark, "no left/right ASIS markers"),
@@ -405,7 +407,7 @@ CLI_ROWS = ["D1-npz-wrong-shape", "D2-npz-wrong-dtype", "D3-npz-joint-count", "D
             "D15-calibration-of-another-model", "D16-keypoint-csv-without-time",
             "D17-calibration-of-an-older-format", "D18-normals-folder-without-trials",
             "D19-normals-bad-file", "D20-normals-without-calibrate",
-            "D21-calibration-of-an-older-method",
+            "D21-calibration-of-an-older-method", "D22-npz-without-side",
             "T1-resume-checkpoint-of-another-config",
             "T2-empty-c3d-dir"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gait_synth as g
-from gengait_jax import calibration, inputs
+from gengait_jax import calibration, data as data_lib, inputs
 from gengait_jax.gengait import GenGait
 from tfds_gait.errors import GaitDataError
 
@@ -121,15 +121,21 @@ def test_bad_inputs_are_one_line_errors(workdir, tmp_path):
         "nan": (dict(angles=np.full_like(x, np.nan)), "no stride has any valid"),
         "valid": (dict(angles=x, valid=np.ones((2, 100), bool)), "'valid' has shape"),
         "other": (dict(strides=x), "no 'angles' array"),
+        "noside": (dict(angles=x), "no 'side' array"),  # silently wrong without: the layout
+        "huge": (dict(angles=x * np.array([1e6, 1.0, 1.0]), side=np.array(["L", "R"])),
+                 "not joint angles in degrees"),  # one channel off: the median spread is fine
     }
     for name, (arrays, msg) in cases.items():
         path = _bad(tmp_path, name, **arrays)
         with pytest.raises(GaitDataError, match=msg) as e:
             gg.detect(path)
         assert str(e.value).startswith(path) and "\n" not in str(e.value), name
-    ok, notes = inputs.load(_bad(tmp_path, "t101", angles=np.concatenate([x, x[:, :1]], 1)),
-                            gg.meta)
+    ok, notes = inputs.load(_bad(tmp_path, "t101", angles=np.concatenate([x, x[:, :1]], 1),
+                                 side=np.array(["L", "R"])), gg.meta)
     assert ok.x.shape[1] == g.T and "dropped the last" in notes[0]
+    for call in (gg.detect, gg.pass1):  # strides from the Python API need their sides too
+        with pytest.raises(GaitDataError, match=r"^<strides>: 1 of 2 strides have no side"):
+            call(data_lib.from_arrays(x, side=["L", ""], joint_names=gg.joint_names))
 
 
 def test_bad_input_and_missing_calibration_exit_non_zero_in_one_line(workdir, tmp_path):
