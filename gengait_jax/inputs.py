@@ -153,9 +153,12 @@ def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
         valid = v.astype(bool)
     side = arrays.get("side")
     if side is not None:
-        side = np.asarray(side).astype(str).reshape(-1)
-        if len(side) != len(x) or not set(side.tolist()) <= {"L", "R"}:
-            raise GaitDataError(path, "'side' must hold 'L' or 'R' for every stride")
+        spelled = {"l": "L", "left": "L", "r": "R", "right": "R"}
+        side = np.array([spelled.get(s.strip().lower(), "?")
+                         for s in np.asarray(side).astype(str).reshape(-1)])
+        if len(side) != len(x) or "?" in side.tolist():
+            raise GaitDataError(path, "'side' must hold 'L' or 'R' (or left / right) for every "
+                                      "stride")
     x, valid = _reorder(path, x.astype(np.float64), valid, arrays.get("joint_names"), meta)
     return _finish(path, x, valid, side, meta, notes)
 

@@ -133,6 +133,11 @@ def test_bad_inputs_are_one_line_errors(workdir, tmp_path):
     ok, notes = inputs.load(_bad(tmp_path, "t101", angles=np.concatenate([x, x[:, :1]], 1),
                                  side=np.array(["L", "R"])), gg.meta)
     assert ok.x.shape[1] == g.T and "dropped the last" in notes[0]
+    spelled, _ = inputs.load(_bad(tmp_path, "spelled", angles=x, side=np.array(["left", "R "])),
+                             gg.meta)
+    assert spelled.side.tolist() == ["L", "R"]
+    with pytest.raises(GaitDataError, match="'side' must hold 'L' or 'R'"):
+        inputs.load(_bad(tmp_path, "sideless", angles=x, side=np.array(["L", "up"])), gg.meta)
     for call in (gg.detect, gg.pass1):  # strides from the Python API need their sides too
         with pytest.raises(GaitDataError, match=r"^<strides>: 1 of 2 strides have no side"):
             call(data_lib.from_arrays(x, side=["L", ""], joint_names=gg.joint_names))
