@@ -8,9 +8,9 @@ stream is cut into global batches and process p takes the p-th contiguous block 
 each, so the shards are disjoint and, concatenated in process order (the order of
 `make_array_from_process_local_data`), are the single-process global batch row for row: the
 per-row masks, hence the loss, do not depend on the process count; a batch's indices are
-read in one call (grain prefetches batches in background threads, `config.input`). The stream is a pure
-function of (seed, position), so the iterator's state (`get_state`/`set_state`, a small dict
-checkpointed with the model) restores it exactly.
+read in one call (grain prefetches batches in background threads, as `config.input` says).
+The stream is a pure function of (seed, position), so the iterator's state
+(`get_state`/`set_state`, a small dict checkpointed with the model) restores it exactly.
 """
 
 from __future__ import annotations

@@ -43,8 +43,9 @@ def _base() -> ml_collections.ConfigDict:
         time_block_prob=0.25,   # random masks also hide one time block this often
         max_block=6))           # longest time block, in patches
     # grain's reads of training batches (gengait_jax/input_pipeline.py). Its defaults, 16
-    # threads and 500 batches ahead, read 0.7x as fast on 2 cores (threads contend for the
-    # GIL) and hold 500 batches (~3 GB at `paper`'s 512): BUILD_NOTES "Performance".
+    # threads and 500 batches ahead, read no faster on 2 cores (0.7x at batch 32: the threads
+    # contend for the GIL) and hold 500 batches (2.8 GiB at `paper`'s 512): BUILD_NOTES
+    # "Performance".
     c.input = ml_collections.ConfigDict(dict(read_threads=2, prefetch_batches=16))
     c.augment = ml_collections.ConfigDict(dict(  # gengait_jax/augment.py; off: all 0
         mixup_prob=0.0,   # share of strides blended with another stride of the same side
