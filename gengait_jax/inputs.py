@@ -12,6 +12,7 @@ fixed on the way (resampling, dropped strides, estimated measurements) is return
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
@@ -24,6 +25,11 @@ MIN_POINTS = 20       # fewer points per stride than this: not a time-normalized
 RADIAN_MAX_ABS = 3.5  # angles whose largest |value| is below this (~pi) look like radians
 DEGREE_MAX_ABS = 360.0  # joint angles (Cardan, degrees) never reach beyond this
 SCALE_RATIO = 0.1     # input spread < 0.1x (or > 10x) the training spread: wrong units
+# A walk flexes the hips and knees far more than it abducts or rotates them: the sagittal
+# spread over their median is >= 1.89x the largest other plane's in the 97 walking trials of
+# the 4 labs, and 0.24-0.30x with the planes out of order (BUILD_NOTES "Reliability", D24).
+ORDER_JOINTS = ("LHip", "RHip", "LKnee", "RKnee")
+ORDER_MIN_RATIO = 0.75
 SUFFIXES = (".c3d", ".trc", ".npz", ".csv")
 SIDE_NEEDED = ("each stride's side is needed ('L' or 'R': the foot whose heel strike starts "
                "it), as left and right joints are compared each in its own gait cycle")
@@ -98,6 +104,28 @@ def check_units(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None
                                   f"units?")
 
 
+def check_channel_order(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None:
+    """Angles whose planes are out of order (e.g. frontal first): the hips and knees do not
+    move most in the first (sagittal) channel: median over ORDER_JOINTS of its spread (SD over
+    strides and time) over the largest other channel's below ORDER_MIN_RATIO. Only for models
+    whose training data move most there too (real walks; not the tests' synthetic strides)."""
+    names = list(meta["joint_names"])
+    if meta.get("modality", "angles") != "angles" or not set(ORDER_JOINTS) <= set(names):
+        return
+    idx = [names.index(n) for n in ORDER_JOINTS]
+    if np.argmax(np.median(np.asarray(meta["stats"]["std"], float)[idx], axis=0)) != 0:
+        return
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # joints without a valid frame: NaN
+        sd = np.nanstd(np.where(valid[..., None], x, np.nan), axis=(0, 1))[idx]
+        ratio = float(np.nanmedian(sd[:, 0] / sd[:, 1:].max(axis=1)))
+    if ratio < ORDER_MIN_RATIO:
+        most = int(np.nanargmax(np.nanmedian(sd, axis=0))) + 1
+        raise GaitDataError(path, f"the angle channels look out of order: the hips and knees "
+                                  f"move most in channel {most}, not 1 ({ratio:.2f}x as much "
+                                  f"there); expected {', '.join(joints_lib.CHANNELS)}")
+
+
 def _finish(path: str, x, valid, side, meta: dict, notes: list, **fields) -> data.Strides:
     """Length, NaN handling, empty strides, units: the checks shared by all formats."""
     valid = valid & np.isfinite(x).all(-1)
@@ -117,6 +145,7 @@ def _finish(path: str, x, valid, side, meta: dict, notes: list, **fields) -> dat
     if gaps > 0:
         notes.append(f"{100 * gaps:.1f} % of joint-frames missing (NaN or invalid): excluded")
     check_units(path, x, valid, meta)
+    check_channel_order(path, x, valid, meta)
     if side is None and data.sided(meta["joint_names"]):
         raise GaitDataError(path, f"no 'side' array: {SIDE_NEEDED}")
     return data.from_arrays(x, valid, side=side, joint_names=meta["joint_names"], **fields)
