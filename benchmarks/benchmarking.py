@@ -313,8 +313,7 @@ def bench_input(strides, batch_size: int, read: ml_collections.ConfigDict, min_s
                 min_batches: int = 20) -> dict:
     """Strides/s of the grain train iterator over the training strides (steady state), read as
     `read` (config.input) says."""
-    it = input_pipeline.train_iterator(strides, batch_size, seed=0, read=read, process_index=0,
-                                       process_count=1)
+    it = bench_input_batches(strides, batch_size, read)
     for _ in range(min_batches):  # fill grain's prefetch buffer: measure reads, not it
         next(it)
     n, t0 = 0, time.perf_counter()

@@ -79,16 +79,23 @@ def _reorder(path: str, x, valid, names, meta: dict):
     return x[:, :, idx], valid[:, :, idx]
 
 
-def check_units(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None:
-    """Radians for degrees, values no angle reaches (angles), or another unit: the spread is far
-    from the training one."""
+def spread(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """SD of each joint-channel's valid values over strides and time [J, C] (NaN: none)."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # joints without a valid frame: NaN
+        return np.nanstd(np.where(valid[..., None], x, np.nan), axis=(0, 1))
+
+
+def check_units(path: str, x: np.ndarray, valid: np.ndarray, sd_jc: np.ndarray,
+                meta: dict) -> None:
+    """Radians for degrees, values no angle reaches (angles), or another unit: the spread
+    sd_jc (`spread`) is far from the training one."""
     vals = x[valid] if valid.any() else np.zeros((0, x.shape[-1]))
     if vals.size == 0:
         return
     train_mean = np.asarray(meta["stats"]["mean"], float)
     train_sd = np.asarray(meta["stats"]["std"], float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sd_jc = np.nanstd(np.where(valid[..., None], x, np.nan), axis=(0, 1))
         ratio = float(np.nanmedian(sd_jc / np.maximum(train_sd, 1e-6)))
     biggest = float(np.nanmax(np.abs(vals)))
     train_span = float(np.max(np.abs(train_mean) + 2 * train_sd))
@@ -104,20 +111,20 @@ def check_units(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None
                                   f"units?")
 
 
-def check_channel_order(path: str, x: np.ndarray, valid: np.ndarray, meta: dict) -> None:
+def check_channel_order(path: str, sd_jc: np.ndarray, meta: dict) -> None:
     """Angles whose planes are out of order (e.g. frontal first): the hips and knees do not
-    move most in the first (sagittal) channel: median over ORDER_JOINTS of its spread (SD over
-    strides and time) over the largest other channel's below ORDER_MIN_RATIO. Only for models
-    whose training data move most there too (real walks; not the tests' synthetic strides)."""
+    move most in the first (sagittal) channel: median over ORDER_JOINTS of its spread (sd_jc,
+    `spread`) over the largest other channel's below ORDER_MIN_RATIO. Only for models whose
+    training data move most there too (real walks; not the tests' synthetic strides)."""
     names = list(meta["joint_names"])
     if meta.get("modality", "angles") != "angles" or not set(ORDER_JOINTS) <= set(names):
         return
     idx = [names.index(n) for n in ORDER_JOINTS]
     if np.argmax(np.median(np.asarray(meta["stats"]["std"], float)[idx], axis=0)) != 0:
         return
+    sd = sd_jc[idx]
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # joints without a valid frame: NaN
-        sd = np.nanstd(np.where(valid[..., None], x, np.nan), axis=(0, 1))[idx]
+        warnings.simplefilter("ignore", RuntimeWarning)  # hips and knees without a valid frame
         ratio = float(np.nanmedian(sd[:, 0] / sd[:, 1:].max(axis=1)))
     if ratio < ORDER_MIN_RATIO:
         most = int(np.nanargmax(np.nanmedian(sd, axis=0))) + 1
@@ -144,8 +151,9 @@ def _finish(path: str, x, valid, side, meta: dict, notes: list, **fields) -> dat
     gaps = 1.0 - valid.mean()
     if gaps > 0:
         notes.append(f"{100 * gaps:.1f} % of joint-frames missing (NaN or invalid): excluded")
-    check_units(path, x, valid, meta)
-    check_channel_order(path, x, valid, meta)
+    sd_jc = spread(x, valid)
+    check_units(path, x, valid, sd_jc, meta)
+    check_channel_order(path, sd_jc, meta)
     if side is None and data.sided(meta["joint_names"]):
         raise GaitDataError(path, f"no 'side' array: {SIDE_NEEDED}")
     return data.from_arrays(x, valid, side=side, joint_names=meta["joint_names"], **fields)

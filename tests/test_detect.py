@@ -146,15 +146,16 @@ def test_bad_inputs_are_one_line_errors(workdir, tmp_path):
 def test_angle_planes_out_of_order_are_refused(workdir):
     gg = GenGait.from_workdir(workdir)
     real, _ = inputs.load(C3D, gg.meta)  # the synthetic training data: the rule does not apply
-    assert inputs.check_channel_order(C3D, real.x[..., [1, 0, 2]], real.valid, gg.meta) is None
+    swapped = inputs.spread(real.x[..., [1, 0, 2]], real.valid)
+    assert inputs.check_channel_order(C3D, swapped, gg.meta) is None
     x = np.where(real.valid[..., None], real.x, np.nan)
     meta = dict(gg.meta, stats=dict(mean=np.nanmean(x, (0, 1)).tolist(),  # trained on real walks
                                     std=np.nanstd(x, (0, 1)).tolist()))
-    inputs.check_channel_order(C3D, real.x, real.valid, meta)  # the planes in order: passes
+    inputs.check_channel_order(C3D, inputs.spread(real.x, real.valid), meta)  # in order: passes
     for order, most in (([1, 0, 2], 2), ([2, 1, 0], 3), ([1, 2, 0], 3)):
         with pytest.raises(GaitDataError, match=rf"^{re.escape(C3D)}: the angle channels look "
                                                 rf"out of order: .* channel {most}, not 1"):
-            inputs.check_channel_order(C3D, real.x[..., order], real.valid, meta)
+            inputs.check_channel_order(C3D, inputs.spread(real.x[..., order], real.valid), meta)
 
 
 def test_bad_input_and_missing_calibration_exit_non_zero_in_one_line(workdir, tmp_path):
