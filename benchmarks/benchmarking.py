@@ -240,7 +240,8 @@ def _pass1_programs(graphdef, num_keep: int, rows_only: bool, chunk: int = 0):
 
 def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: float,
                   peak: float, rows_only: bool = False, chunk: int = 0,
-                  beside_matmul: tuple[int, int, float] | None = None) -> dict:
+                  beside_matmul: tuple[int, int, float] | None = None,
+                  other_chunk: int | None = None) -> dict:
     """Pass 1 strides/s: all J masks in one vmap call vs a Python loop of per-joint calls.
 
     beside_matmul (n, rounds, window_s): the largest batch's program also timed in windows
@@ -248,7 +249,9 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
     same windows (`fraction_of_matmul_interleaved`: a slow moment of a shared machine falls on
     both). Each batch also gives its number of timed calls and their quartiles (`calls`,
     `call_ms_p25` / `call_ms_p75`; the largest's median too): a wide spread says the machine,
-    not the program, moved the median."""
+    not the program, moved the median. other_chunk (rows_only): the largest batch also through
+    the plan that `scoring.pass1_chunk` did not pick for this backend (`other_plan`: its chunk,
+    median call and how many times slower it is), so one run on a device checks the choice."""
     graphdef, state = nnx.split(model)
     j, p = model.num_joints, model.num_patches
     vmapped, per_joint = _pass1_programs(graphdef, j * p - p, rows_only, chunk)
@@ -282,6 +285,13 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
             t = interleaved({"pass1": lambda: compiled(state, x, valid, key).block_until_ready(),
                              "matmul": matmul_call(jnp.float32, n)}, rounds, window_s)
             out["fraction_of_matmul_interleaved"] = flops / t["pass1"] / (2 * n ** 3 / t["matmul"])
+        if other_chunk is not None and b == max(batches):
+            other = _pass1_programs(graphdef, j * p - p, rows_only, other_chunk)[0]
+            other = other.lower(state, x, valid, key).compile()
+            t_other = float(np.median(timings(
+                lambda: other(state, x, valid, key).block_until_ready(), min_s)))
+            out["other_plan"] = dict(chunk=other_chunk, call_ms_median=1e3 * t_other,
+                                     slower=t_other / t_vmap)
     big = f"b{max(batches)}"
     out.update(vmap_vs_loop_speedup_b1=out["b1"]["speedup"] if "b1" in out else None,
                large_batch=max(batches), strides_per_s=out[big]["vmap_strides_per_s"],
@@ -385,13 +395,15 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     done("train")
     model = model_lib.create_model(cfg, **shape)
     model.set_references(data.refs)
-    # The shipped pass 1 (scoring.occlusion_recon): rows-only decoding, the J masks of
-    # STRIDES_PER_STEP strides at a time; then the full decode of every row in one vmap (what
-    # it replaced).
+    # The shipped pass 1 (scoring.occlusion_recon): rows-only decoding, the masks in the
+    # backend's chunks (and the other backends' plan beside it); then the full decode of every
+    # row in one vmap (what it replaced).
+    chunk = scoring.pass1_chunk(res["backend"], shape["num_joints"])
     res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
-                                   rows_only=True,
-                                   chunk=scoring.STRIDES_PER_STEP * shape["num_joints"],
-                                   beside_matmul=(n_mm, 3, 0.2) if quick else (n_mm, 8, 0.5))
+                                   rows_only=True, chunk=chunk,
+                                   beside_matmul=(n_mm, 3, 0.2) if quick else (n_mm, 8, 0.5),
+                                   other_chunk=scoring.pass1_chunk(
+                                       "gpu" if chunk else "cpu", shape["num_joints"]))
     res["scoring"]["trial_latency_ms"] = trial_latency_ms(model, min_s)
     done("scoring")
     res["scoring_full_decode"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"])
@@ -478,6 +490,8 @@ def table(res: dict) -> str:
             ("pass 1 / matmul GFLOP/s, interleaved",
              f"{sc.get('fraction_of_matmul_interleaved', float('nan')):.2f}"),
             ("pass 1 vmap / loop speedup b1", f"{sc['vmap_vs_loop_speedup_b1']:.2f}"),
+            ("pass 1 large, other plan: chunk, ms, x slower", "{}, {:.0f}, {:.2f}".format(
+                *(sc["other_plan"][k] for k in ("chunk", "call_ms_median", "slower")))),
             ("trial ms: one call / score_strides", "{:.0f} / {:.0f}".format(
                 sc["trial_latency_ms_one_call"], sc["trial_latency_ms"])),
             ("full decode strides/s b1 / large", "{:.1f} / {:.1f}".format(

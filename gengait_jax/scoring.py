@@ -30,7 +30,7 @@ MIN_CONTEXT_FRACTION = 0.5
 CONTEXT_HIDE = 0.25  # share of the context tokens a random context masking also hides
 BUCKETS = (8, 12, 16, 24, 32, 48, 64)  # pass 2 pads strides to one of these (one compile each)
 PASS1_BUCKETS = (16, 64)  # pass 1's (no context maskings): its padding strides are skipped
-STRIDES_PER_STEP = 2  # pass 1 runs the J masks of this many strides as one chain of ops
+STRIDES_PER_STEP = 2  # on CPU pass 1 runs the J masks of this many strides as one chain of ops
 CHAINS_PER_STEP = 2  # and this many independent chains per loop step (on two CPU cores)
 
 _TRACES: collections.Counter = collections.Counter()
@@ -56,6 +56,16 @@ class Pass1:
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             return np.sqrt(np.nanmean(self.residual_ntjc ** 2, axis=(1, 3)))
+
+
+def pass1_chunk(backend: str, num_joints: int) -> int:
+    """Masked sequences per chain of pass 1's loop on `backend` (0: all J x B in one vmap).
+
+    CPU: STRIDES_PER_STEP strides' J masks, so that a chain's activations stay in cache (1.3x
+    faster than one vmap at 64 `demo` strides). GPU / TPU: one vmap; a loop step of 20
+    sequences of width 64 would leave their cores idle between small kernels, and the whole
+    b64 call fits (`paper`: 5.9 GiB by XLA's memory analysis; BUILD_NOTES "Performance")."""
+    return STRIDES_PER_STEP * num_joints if backend == "cpu" else 0
 
 
 def context_keep(key: jax.Array, valid_bn: jax.Array, num_context: int,
@@ -136,12 +146,12 @@ def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
     """[B, T, J, C]: joint j of every stride reconstructed with joint j hidden (vmap over J).
 
     Without context maskings (and with `rows_only`), only joint j's rows are decoded in mask j
-    and the J x B sequences run STRIDES_PER_STEP strides at a time (`occlusion_recon_rows`):
-    the same numbers, 2.9x faster at 64 strides (BUILD_NOTES "Performance").
+    and the J x B sequences run as the backend's `pass1_chunk` says (`occlusion_recon_rows`):
+    the same numbers, 2.9x faster at 64 strides on CPU (BUILD_NOTES "Performance").
     """
     if num_context == 0 and rows_only:
         return occlusion_recon_rows(model, x_btjc, valid_btj,
-                                    chunk=STRIDES_PER_STEP * model.num_joints)
+                                    chunk=pass1_chunk(jax.default_backend(), model.num_joints))
     j, p = model.num_joints, model.num_patches
     valid_bn = masking.token_valid(valid_btj, model.patch)
     keep_mbn = context_keep(key, valid_bn, num_context)

@@ -89,6 +89,7 @@ for preset in presets:
         pass1_fraction_of_peak=s["fraction_of_peak"],
         pass1_fraction_of_peak_best_call=s["fraction_of_peak_best_call"],
         pass1_fraction_of_matmul_interleaved=s["fraction_of_matmul_interleaved"],
+        pass1_other_plan=s["other_plan"],
         trial_latency_ms=s["trial_latency_ms"])
 sh = json.load(open(os.path.join(out, "sharding.json")))
 summary["sharding"] = {k: sh[k] for k in ("mesh", "batch_size", "dtype", "compile_s",

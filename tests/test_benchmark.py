@@ -21,7 +21,8 @@ REQUIRED = ("peak_gflops", "train.seq_per_s", "train.tokens_per_s", "train.fract
             "train.compile_s", "train.peak_memory_bytes", "scoring.vmap_vs_loop_speedup_b1",
             "scoring.fraction_of_peak", "scoring.fraction_of_peak_best_call",
             "scoring.fraction_of_matmul_interleaved", "scoring.calls", "scoring.call_ms_p25",
-            "scoring.call_ms_median", "scoring.call_ms_p75",
+            "scoring.call_ms_median", "scoring.call_ms_p75", "scoring.other_plan.call_ms_median",
+            "scoring.other_plan.slower",
             "scoring.trial_latency_ms", "input.strides_per_s",
             "input.ratio_to_train", "cache.detect_cold_s", "cache.detect_warm_s")
 

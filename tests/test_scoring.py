@@ -69,6 +69,22 @@ def test_independent_chains_per_loop_step_give_the_one_chain_numbers():
     np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-4)
 
 
+def test_pass1_loops_over_chunks_on_cpu_and_runs_one_vmap_on_accelerators(monkeypatch):
+    assert scoring.pass1_chunk("cpu", g.J) == scoring.STRIDES_PER_STEP * g.J
+    assert scoring.pass1_chunk("gpu", g.J) == scoring.pass1_chunk("tpu", g.J) == 0
+    model = _untrained(patch=4, factorized=True)
+    data = g.strides(5, 9)
+    plans = {}
+    for backend in ("cpu", "gpu"):  # the plan is read at trace time: one program per plan
+        monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
+        rows = jax.jit(lambda x, v: scoring.occlusion_recon(model, x, v, jax.random.key(0)))
+        plans[backend] = rows.lower(*scoring.prepare(data["angles"])).as_text()
+        plans[backend + " out"] = np.asarray(rows(*scoring.prepare(data["angles"])))
+    assert "while" in plans["cpu"] and "while" not in plans["gpu"]
+    assert np.isfinite(plans["cpu out"]).all()
+    np.testing.assert_allclose(plans["gpu out"], plans["cpu out"], rtol=1e-5, atol=1e-4)
+
+
 def test_context_maskings_run_in_the_same_single_program():
     model = _untrained(patch=20)
     data = g.strides(3, 4)
