@@ -61,9 +61,9 @@ class Pass1:
 def pass1_chunk(backend: str, num_joints: int) -> int:
     """Masked sequences per chain of pass 1's loop on `backend` (0: all J x B in one vmap).
 
-    CPU: STRIDES_PER_STEP strides' J masks, so that a chain's activations stay in cache (1.3x
-    faster than one vmap at 64 `demo` strides). GPU / TPU: one vmap; a loop step of 20
-    sequences of width 64 would leave their cores idle between small kernels, and the whole
+    CPU: STRIDES_PER_STEP strides' J masks, so that a chain's activations stay in cache
+    (1.3-1.8x faster than one vmap at 64 `demo` strides). GPU / TPU: one vmap; a loop step of
+    20 sequences of width 64 would leave their cores idle between small kernels, and the whole
     b64 call fits (`paper`: 5.9 GiB by XLA's memory analysis; BUILD_NOTES "Performance")."""
     return STRIDES_PER_STEP * num_joints if backend == "cpu" else 0
 
