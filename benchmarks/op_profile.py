@@ -10,7 +10,9 @@ softmax and, factorized, the token grid's gathers: the HLO's stack frames name `
 only of copies, transposes, gathers, slices, concatenations, pads, broadcasts, reshapes;
 "elementwise" = the rest (LayerNorm, GELU, the optimizer, losses, reductions). Times are per-thread op times
 summed over the timed steps (XLA:CPU runs independent ops on several threads at once, so they
-can add up to more than the wall time).
+can add up to more than the wall time). On a GPU or TPU the ops are the device's kernels (its
+profile plane's events), and a library GEMM (cuBLAS: a custom call with dot dimension numbers
+in its backend config) is a dot like any other.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ CLASSES = ("attention", "dense", "elementwise", "data movement", "other")
 _HEADER = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{$")
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([\w\-]+)\((.*)$")
 _DIMS = re.compile(r"\[([\d,]*)\]")
+_DOT_CONTRACT = re.compile(r"lhs_contracting_dims=\{([\d,]*)\}")
+_GEMM_CONTRACT = re.compile(r'"lhs_contracting_dimensions":\[([\d",]*)\]')  # GPU GEMM calls
 
 
 def _dims(shape: str) -> list[int]:
@@ -84,13 +88,14 @@ def parse_hlo(hlo: str) -> dict[str, dict]:
         name, shape, op, rest = m.groups()
         shapes[name] = shape
         flops = 0
-        if op in ("dot", "convolution"):
+        contract = _GEMM_CONTRACT.search(rest) if op == "custom-call" else \
+            _DOT_CONTRACT.search(rest)
+        if op in ("dot", "convolution") or op == "custom-call" and contract:
             args = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
-            contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", rest)
             lhs = _dims(shapes.get(args[0], "")) if args else []
-            k = math.prod(lhs[int(c)] for c in contract.group(1).split(",") if c) \
+            k = math.prod(lhs[int(c)] for c in re.findall(r"\d+", contract.group(1))) \
                 if contract and lhs else 1
-            flops = 2 * math.prod(_dims(shape)) * k
+            flops = 2 * math.prod(_dims(shape)) * k  # a tuple's first shape: the result
         frame = re.search(r"stack_frame_id=(\d+)", rest)
         on_stack = frames.get(int(frame.group(1)), set()) if frame else set()
         instrs[name] = dict(op=op, flops=flops, calls=re.findall(
@@ -124,6 +129,16 @@ def op_class(info: dict) -> str:
     return "data movement" if ops <= MOVEMENT else "elementwise"
 
 
+def op_planes(planes) -> list:
+    """The profile planes whose events are the executed ops: a GPU's or TPU's device planes
+    where they carry ops (their kernels), else all (XLA:CPU's ops run on host threads)."""
+    def has_ops(plane) -> bool:
+        return any("hlo_op" in dict(ev.stats) for line in plane.lines for ev in line.events)
+    planes = list(planes)  # ProfileData.planes is an iterator
+    device = [p for p in planes if p.name.startswith("/device:") and has_ops(p)]
+    return device or planes
+
+
 def profile(compiled, run_step, steps: int, peak_gflops: float) -> dict:
     """Runs `run_step` `steps` times under the profiler; time, share, GFLOP and fraction of
     peak per class for one step of `compiled`."""
@@ -135,7 +150,7 @@ def profile(compiled, run_step, steps: int, peak_gflops: float) -> dict:
         path = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[-1]
         data = jax.profiler.ProfileData.from_file(path)
     time_ns, unknown, executed = collections.Counter(), collections.Counter(), set()
-    for plane in data.planes:
+    for plane in op_planes(data.planes):
         for line in plane.lines:
             for ev in line.events:
                 stats = dict(ev.stats)

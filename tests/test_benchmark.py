@@ -219,6 +219,37 @@ def test_op_profile_counts_the_factorized_query_rows_as_attention():
     assert "attention" in {op_profile.op_class(i) for i in instrs.values()}
 
 
+# a GPU's optimized HLO: the product as a cuBLAS call, its dimension numbers in the config
+GPU_HLO = """ENTRY %main.3 (a.1: f32[4,64,128], b.1: f32[4,128,256]) -> f32[4,64,256] {
+  %a.1 = f32[4,64,128]{2,1,0} parameter(0)
+  %b.1 = f32[4,128,256]{2,1,0} parameter(1)
+  %custom-call.1 = (f32[4,64,256]{2,1,0}, s8[4194304]{0}) custom-call(%a.1, %b.1), \
+custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alpha_real":1,\
+"dot_dimension_numbers":{"lhs_contracting_dimensions":["2"],"rhs_contracting_dimensions":["1"],\
+"lhs_batch_dimensions":["0"],"rhs_batch_dimensions":["0"]},"epilogue":"DEFAULT"}}
+  %topk.1 = (f32[4,64,2]{2,1,0}, s32[4,64,2]{2,1,0}) custom-call(%a.1), custom_call_target="TopK"
+  ROOT %get-tuple-element.1 = f32[4,64,256]{2,1,0} get-tuple-element(%custom-call.1), index=0
+}
+"""
+
+
+def test_op_profile_counts_a_gpu_library_gemm_as_dense_and_reads_device_planes():
+    from types import SimpleNamespace as NS
+    from benchmarks import op_profile
+    instrs = op_profile.parse_hlo(GPU_HLO)
+    gemm, topk = instrs["custom-call.1"], instrs["topk.1"]
+    assert gemm["flops"] == 2 * 4 * 64 * 256 * 128 and op_profile.op_class(gemm) == "dense"
+    assert topk["flops"] == 0 and op_profile.op_class(topk) == "elementwise"
+    op = NS(stats=[("hlo_op", "custom-call.1")], duration_ns=5)
+    launch = NS(stats=[], duration_ns=9)  # a host thread's launch: no op
+    host = NS(name="/host:CPU", lines=[NS(events=[launch])])
+    gpu = NS(name="/device:GPU:0", lines=[NS(events=[op])])
+    assert op_profile.op_planes(iter([host, gpu])) == [gpu]  # ProfileData gives an iterator
+    cpu = NS(name="/host:CPU", lines=[NS(events=[op])])  # XLA:CPU: ops on host threads
+    idle = NS(name="/device:GPU:0", lines=[])
+    assert op_profile.op_planes(iter([cpu, idle])) == [cpu, idle]
+
+
 def test_sharding_report_gives_each_parameter_class_its_spec_and_per_device_bytes():
     cfg = default.tiny()
     cfg.mesh_model = 2
