@@ -54,6 +54,14 @@ def test_fractions_of_peak_rest_on_the_larger_peak_of_the_run():
     assert res["scoring"]["b1"]["fraction_of_peak"] == pytest.approx(0.05)
 
 
+def test_the_peak_yardstick_is_larger_on_accelerators():
+    assert benchmarking.matmul_size("cpu", quick=False) == 2048
+    assert benchmarking.matmul_size("cpu", quick=True) == 1024
+    for backend in ("gpu", "tpu"):  # a 2048^3 product there: tens of microseconds
+        assert benchmarking.matmul_size(backend, quick=False) >= 8192
+        assert benchmarking.matmul_size(backend, quick=True) >= 4096
+
+
 def test_interleaved_timing_alternates_windows_and_reports_each_functions_median():
     calls = []
     fns = {"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.002))}
