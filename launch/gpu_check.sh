@@ -57,9 +57,16 @@ fi
 "$py" -c "import jax; print('jax', jax.__version__, jax.devices())" | tee "$out/devices.txt"
 
 log "2/4 tests on $platform"
+# The tests check that two programs agree (to 1e-5, some bit for bit): full float32 products
+# (a GPU's default for float32 is TF32) and, on a GPU, deterministic scatters and reductions.
+test_env=(JAX_DEFAULT_MATMUL_PRECISION=highest)
+if [ "$platform" = cuda ]; then
+  test_env+=("XLA_FLAGS=$XLA_FLAGS --xla_gpu_deterministic_ops=true")
+fi
 set +e
-"$py" -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_model.py \
-  tests/test_scoring.py tests/test_twin.py tests/test_masking.py 2>&1 | tee "$out/tests.log"
+env "${test_env[@]}" "$py" -m pytest -q -p no:cacheprovider tests/test_train.py \
+  tests/test_model.py tests/test_scoring.py tests/test_twin.py tests/test_masking.py 2>&1 \
+  | tee "$out/tests.log"
 tests_rc=${PIPESTATUS[0]}
 set -e
 
