@@ -518,6 +518,8 @@ def table(res: dict) -> str:
     if "cache" in res:
         rows.append(("detect cold / warm cache s",
                      f"{res['cache']['detect_cold_s']:.2f} / {res['cache']['detect_warm_s']:.2f}"))
+    if "error" in (tr.get("op_profile") or {}):
+        rows.append(("train op time", f"no profile: {tr['op_profile']['error']}"))
     for c, r in (tr.get("op_profile") or {}).get("classes", {}).items():
         if r["time_ms"]:
             frac = "" if r["fraction_of_peak"] is None else f", {r['fraction_of_peak']:.2f} of peak"

@@ -141,14 +141,17 @@ def op_planes(planes) -> list:
 
 def profile(compiled, run_step, steps: int, peak_gflops: float) -> dict:
     """Runs `run_step` `steps` times under the profiler; time, share, GFLOP and fraction of
-    peak per class for one step of `compiled`."""
+    peak per class for one step of `compiled`, or {"error": why} where the profile holds no
+    op (a GPU whose CUPTI the process may not use): the rest of a benchmark still runs."""
     instrs = parse_hlo(compiled.as_text())
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d):
             for _ in range(steps):
                 run_step()
-        path = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)[-1]
-        data = jax.profiler.ProfileData.from_file(path)
+        paths = glob.glob(f"{d}/**/*.xplane.pb", recursive=True)
+        if not paths:
+            return {"error": "the profiler wrote no trace"}
+        data = jax.profiler.ProfileData.from_file(paths[-1])
     time_ns, unknown, executed = collections.Counter(), collections.Counter(), set()
     for plane in op_planes(data.planes):
         for line in plane.lines:
@@ -164,6 +167,9 @@ def profile(compiled, run_step, steps: int, peak_gflops: float) -> dict:
                 else:
                     time_ns[op_class(info)] += ev.duration_ns
                     executed.add(name)
+    if not executed:
+        return {"error": "no op of the program in the profile (on a GPU: CUPTI unavailable "
+                         "or not permitted to this process?)"}
     flops = collections.Counter()  # each executed op once per step: its own and inner dots
     for name in executed:
         info = instrs[name]

@@ -258,6 +258,16 @@ def test_op_profile_counts_a_gpu_library_gemm_as_dense_and_reads_device_planes()
     assert op_profile.op_planes(iter([cpu, idle])) == [cpu, idle]
 
 
+def test_a_profile_without_ops_is_an_error_entry_not_a_crash(monkeypatch):
+    from benchmarks import op_profile
+    compiled = jax.jit(lambda a: jnp.tanh(a @ a)).lower(jnp.ones((8, 8))).compile()
+    run = lambda: jax.block_until_ready(compiled(jnp.ones((8, 8))))
+    monkeypatch.setattr(op_profile, "op_planes", lambda planes: [])  # no op events
+    assert "CUPTI" in op_profile.profile(compiled, run, 2, 100.0)["error"]
+    monkeypatch.setattr(op_profile.glob, "glob", lambda *a, **k: [])  # no trace file at all
+    assert op_profile.profile(compiled, run, 2, 100.0) == {"error": "the profiler wrote no trace"}
+
+
 def test_sharding_report_gives_each_parameter_class_its_spec_and_per_device_bytes():
     cfg = default.tiny()
     cfg.mesh_model = 2
