@@ -291,6 +291,8 @@ def load(path: str, meta: dict, static: str | None = "auto") -> tuple[data.Strid
     """(strides, notes) of an input file, dispatched on its suffix."""
     if not os.path.exists(path):
         raise GaitDataError(path, "no such file")
+    if os.path.isdir(path):
+        raise GaitDataError(path, "a folder, not a trial file")
     ext = os.path.splitext(path)[1].lower()
     notes: list[str] = []
     if ext == ".npz":

@@ -331,6 +331,8 @@ def _cli_cases(d, wd: str) -> dict:
     bad_lab.mkdir(parents=True)
     (bad_lab / "walk.npz").write_text("a,b\n1,2\n")
     p = npz("shape", angles=x[0, :, :, 0])
+    folder = d / "trial.c3d"  # a folder named like a trial
+    folder.mkdir()
     return {
         "D1-npz-wrong-shape": (det("o1", p), p, r"'angles' has shape \(100, 10\)"),
         "D2-npz-wrong-dtype": (det("o2", p := npz("dtype", angles=x.astype(str))), p,
@@ -351,6 +353,8 @@ def _cli_cases(d, wd: str) -> dict:
         "D11-input-missing": (det("o11", str(d / "nope.c3d")), str(d / "nope.c3d"),
                               "no such file"),
         "D12-unknown-extension": (det("o12", str(xlsx)), str(xlsx), "unknown input type .xlsx"),
+        "D25-input-is-a-folder": (det("o25", str(folder)), str(folder),
+                                  "a folder, not a trial file"),
         "D16-keypoint-csv-without-time": (det("o16", str(csv)), str(csv), "no 'time' column"),
         "D13-missing-workdir": (["launch.detect", f"--workdir={d / 'nowd'}", f"--input={p}"],
                                 str(d / "nowd"), "no such workdir"),
@@ -407,7 +411,7 @@ CLI_ROWS = ["D1-npz-wrong-shape", "D2-npz-wrong-dtype", "D3-npz-joint-count", "D
             "D15-calibration-of-another-model", "D16-keypoint-csv-without-time",
             "D17-calibration-of-an-older-format", "D18-normals-folder-without-trials",
             "D19-normals-bad-file", "D20-normals-without-calibrate",
-            "D21-calibration-of-an-older-method", "D22-npz-without-side",
+            "D21-calibration-of-an-older-method", "D22-npz-without-side", "D25-input-is-a-folder",
             "T1-resume-checkpoint-of-another-config",
             "T2-empty-c3d-dir"]
 
