@@ -193,7 +193,9 @@ def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
         spelled = {"l": "L", "left": "L", "r": "R", "right": "R"}
         side = np.array([spelled.get(s.strip().lower(), "?")
                          for s in np.asarray(side).astype(str).reshape(-1)])
-        if len(side) != len(x) or "?" in side.tolist():
+        if len(side) != len(x):
+            raise GaitDataError(path, f"'side' has {len(side)} entries for {len(x)} strides")
+        if "?" in side.tolist():
             raise GaitDataError(path, "'side' must hold 'L' or 'R' (or left / right) for every "
                                       "stride")
     x, valid = _reorder(path, x.astype(np.float64), valid, arrays.get("joint_names"), meta)

@@ -138,6 +138,8 @@ def test_bad_inputs_are_one_line_errors(workdir, tmp_path):
     assert spelled.side.tolist() == ["L", "R"]
     with pytest.raises(GaitDataError, match="'side' must hold 'L' or 'R'"):
         inputs.load(_bad(tmp_path, "sideless", angles=x, side=np.array(["L", "up"])), gg.meta)
+    with pytest.raises(GaitDataError, match="'side' has 1 entries for 2 strides"):
+        inputs.load(_bad(tmp_path, "short", angles=x, side=np.array(["L"])), gg.meta)
     for call in (gg.detect, gg.pass1):  # strides from the Python API need their sides too
         with pytest.raises(GaitDataError, match=r"^<strides>: 1 of 2 strides have no side"):
             call(data_lib.from_arrays(x, side=["L", ""], joint_names=gg.joint_names))
