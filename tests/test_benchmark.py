@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace as NS
 
 import jax
 import jax.numpy as jnp
@@ -242,7 +243,6 @@ custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"alph
 
 
 def test_op_profile_counts_a_gpu_library_gemm_as_dense_and_reads_device_planes():
-    from types import SimpleNamespace as NS
     from benchmarks import op_profile
     instrs = op_profile.parse_hlo(GPU_HLO)
     gemm, topk = instrs["custom-call.1"], instrs["topk.1"]
