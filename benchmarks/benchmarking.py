@@ -280,7 +280,8 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
         t_loop = timeit(loop, min_s)
         # cost_analysis counts a lax.map body once: count the same arithmetic as one vmap
         # (compiled, not run; scaling the body by the chunks would also scale what is outside).
-        flops = flops_of(one_vmap.lower(state, x, valid, key).compile() if chunk else compiled)
+        one = one_vmap.lower(state, x, valid, key).compile() if chunk else compiled
+        flops = flops_of(one)
         p25, p75 = np.percentile(times, [25, 75])
         out[f"b{b}"] = dict(vmap_strides_per_s=b / t_vmap, loop_strides_per_s=b / t_loop,
                             vmap_s=t_vmap, loop_s=t_loop, speedup=t_loop / t_vmap,
@@ -293,8 +294,9 @@ def bench_scoring(model: model_lib.GenGaitMAE, batches: tuple[int, ...], min_s: 
                              "matmul": matmul_call(jnp.float32, n)}, rounds, window_s)
             out["fraction_of_matmul_interleaved"] = flops / t["pass1"] / (2 * n ** 3 / t["matmul"])
         if other_chunk is not None and b == max(batches):
-            other = _pass1_programs(graphdef, j * p - p, rows_only, other_chunk)[0]
-            other = other.lower(state, x, valid, key).compile()
+            other = one if other_chunk == 0 else _pass1_programs(
+                graphdef, j * p - p, rows_only, other_chunk)[0].lower(
+                    state, x, valid, key).compile()
             t_other = float(np.median(timings(
                 lambda: other(state, x, valid, key).block_until_ready(), min_s)))
             out["other_plan"] = dict(chunk=other_chunk, call_ms_median=1e3 * t_other,
@@ -410,8 +412,8 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
                                    rows_only=True, chunk=chunk,
                                    beside_matmul=(n_mm, 3, 0.2) if quick else (n_mm, 8, 0.5),
-                                   other_chunk=scoring.pass1_chunk(
-                                       "gpu" if chunk else "cpu", shape["num_joints"]))
+                                   other_chunk=0 if chunk else scoring.pass1_chunk(
+                                       "cpu", shape["num_joints"]))
     res["scoring"]["trial_latency_ms"] = trial_latency_ms(model, min_s)
     done("scoring")
     res["scoring_full_decode"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"])

@@ -88,9 +88,9 @@ def parse_hlo(hlo: str) -> dict[str, dict]:
         name, shape, op, rest = m.groups()
         shapes[name] = shape
         flops = 0
-        contract = _GEMM_CONTRACT.search(rest) if op == "custom-call" else \
-            _DOT_CONTRACT.search(rest)
-        if op in ("dot", "convolution") or op == "custom-call" and contract:
+        contract = (_GEMM_CONTRACT.search(rest) if op == "custom-call" else
+                    _DOT_CONTRACT.search(rest) if op in ("dot", "convolution") else None)
+        if op in ("dot", "convolution") or contract:
             args = re.findall(r"%([\w.\-]+)", rest.split(")", 1)[0])
             lhs = _dims(shapes.get(args[0], "")) if args else []
             k = math.prod(lhs[int(c)] for c in re.findall(r"\d+", contract.group(1))) \

@@ -131,14 +131,15 @@ def load_split(name: str, split: str, data_dir: str, modality: str = "angles") -
 def sided(joint_names: Sequence[str]) -> bool:
     """Whether some joints belong to a side ('L' / 'R' prefix, as `roll_of` reads them): then
     every stride needs its side (the own-cycle layout, the left-right comparisons)."""
-    return any(n[:1] in ("L", "R") for n in joint_names)
+    return any(n[:1] in joints_lib.SIDES for n in joint_names)
 
 
 def roll_of(joint_names: Sequence[str], side: str, num_points: int) -> np.ndarray:
     """[J] time shift that brings each joint of a stride of `side` into its own gait cycle:
     the other side's joints start half a cycle later (0 for joints without a side prefix, and
     for every joint of a stride whose side is unknown)."""
-    other = [n[:1] in ("L", "R") and side in ("L", "R") and n[:1] != side for n in joint_names]
+    other = [n[:1] in joints_lib.SIDES and side in joints_lib.SIDES and n[:1] != side
+             for n in joint_names]
     return np.where(other, -(num_points // 2), 0).astype(int)
 
 

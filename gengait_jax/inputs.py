@@ -190,8 +190,7 @@ def load_npz(path: str, meta: dict, notes: list) -> data.Strides:
         valid = v.astype(bool)
     side = arrays.get("side")
     if side is not None:
-        spelled = {"l": "L", "left": "L", "r": "R", "right": "R"}
-        side = np.array([spelled.get(s.strip().lower(), "?")
+        side = np.array([c3d.SIDE_WORDS.get(s.strip().lower(), "?")
                          for s in np.asarray(side).astype(str).reshape(-1)])
         if len(side) != len(x):
             raise GaitDataError(path, f"'side' has {len(side)} entries for {len(x)} strides")

@@ -192,17 +192,17 @@ EVENT_KINDS = {"foot strike": "strike", "foot contact": "strike", "heel strike":
                "initial contact": "strike", "heel contact": "strike", "hs": "strike",
                "fs": "strike", "ic": "strike", "hc": "strike", "fc": "strike",
                "foot off": "off", "toe off": "off", "to": "off", "fo": "off"}
-_SIDE_WORDS = {"left": "L", "l": "L", "right": "R", "r": "R"}
+SIDE_WORDS = {"left": "L", "l": "L", "right": "R", "r": "R"}  # also an .npz's `side`
 
 
 def parse_event(label: str, context: str = "") -> tuple[str | None, str | None]:
     """(side, kind) of one event: 'Foot Strike1'+'Left' -> ('L', 'strike'), 'RTO' -> ('R',
     'off'); (None, None) for an unknown label (e.g. Fukuchi's force-plate 'LON')."""
     text = re.sub(r"[\s_\-.]*\d+$", "", label.strip().lower())
-    side = _SIDE_WORDS.get(context.strip().lower())
+    side = SIDE_WORDS.get(context.strip().lower())
     m = re.match(r"^(left|right|l|r)[\s_\-.]*(.+)$", text)
     if m and m.group(2) in EVENT_KINDS:
-        side, text = side or _SIDE_WORDS[m.group(1)], m.group(2)
+        side, text = side or SIDE_WORDS[m.group(1)], m.group(2)
     kind = EVENT_KINDS.get(text)
     return (side, kind) if side and kind else (None, None)
 
