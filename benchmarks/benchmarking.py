@@ -408,12 +408,12 @@ def run(cfg, *, quick: bool = False, torch_ref: bool = True, cache: bool = True,
     # The shipped pass 1 (scoring.occlusion_recon): rows-only decoding, the masks in the
     # backend's chunks (and the other backends' plan beside it); then the full decode of every
     # row in one vmap (what it replaced).
-    chunk = scoring.pass1_chunk(res["backend"], shape["num_joints"])
+    tokens = model.num_joints * model.num_patches
+    chunk = scoring.pass1_chunk(res["backend"], tokens)
     res["scoring"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"],
                                    rows_only=True, chunk=chunk,
                                    beside_matmul=(n_mm, 3, 0.2) if quick else (n_mm, 8, 0.5),
-                                   other_chunk=0 if chunk else scoring.pass1_chunk(
-                                       "cpu", shape["num_joints"]))
+                                   other_chunk=0 if chunk else scoring.pass1_chunk("cpu", tokens))
     res["scoring"]["trial_latency_ms"] = trial_latency_ms(model, min_s)
     done("scoring")
     res["scoring_full_decode"] = bench_scoring(model, (1, large), min_s, res["peak_gflops"])

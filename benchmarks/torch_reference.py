@@ -333,8 +333,8 @@ def _batch(x: torch.Tensor, b: int) -> torch.Tensor:
 def _score_rates(model, x, patch: int, j: int, batches, min_s: float,
                  rows_only: bool = True) -> dict:
     """Strides/s per batch size: the best of one call and chunks of the J masks of one stride
-    or of the JAX pass 1's STRIDES_PER_STEP strides."""
-    chunks = sorted({0, j, scoring.STRIDES_PER_STEP * j})
+    or as many as the JAX pass 1's CPU chain holds (`scoring.pass1_chunk`)."""
+    chunks = sorted({0, j, scoring.pass1_chunk("cpu", j * (x.shape[1] // patch))})
     return {f"b{b}": max(b / _timeit(scoring_fn(model, _batch(x, b), patch, j, c, rows_only),
                                      min_s)
                          for c in chunks) for b in batches}

@@ -30,8 +30,8 @@ MIN_CONTEXT_FRACTION = 0.5
 CONTEXT_HIDE = 0.25  # share of the context tokens a random context masking also hides
 BUCKETS = (8, 12, 16, 24, 32, 48, 64)  # pass 2 pads strides to one of these (one compile each)
 PASS1_BUCKETS = (16, 64)  # pass 1's (no context maskings): its padding strides are skipped
-STRIDES_PER_STEP = 2  # on CPU pass 1 runs the J masks of this many strides as one chain of ops
-CHAINS_PER_STEP = 2  # and this many independent chains per loop step (on two CPU cores)
+ROWS_PER_CHAIN = 4096  # on CPU a chain of pass 1's loop holds at most this many token rows
+CHAINS_PER_STEP = 2  # and this many independent chains run per loop step (on two CPU cores)
 
 _TRACES: collections.Counter = collections.Counter()
 
@@ -58,14 +58,16 @@ class Pass1:
             return np.sqrt(np.nanmean(self.residual_ntjc ** 2, axis=(1, 3)))
 
 
-def pass1_chunk(backend: str, num_joints: int) -> int:
+def pass1_chunk(backend: str, num_tokens: int) -> int:
     """Masked sequences per chain of pass 1's loop on `backend` (0: all J x B in one vmap).
 
-    CPU: STRIDES_PER_STEP strides' J masks, so that a chain's activations stay in cache
-    (1.3-1.8x faster than one vmap at 64 `demo` strides). GPU / TPU: one vmap; a loop step of
-    20 sequences of width 64 would leave their cores idle between small kernels, and the whole
-    b64 call fits (`paper`: 5.9 GiB by XLA's memory analysis; BUILD_NOTES "Performance")."""
-    return STRIDES_PER_STEP * num_joints if backend == "cpu" else 0
+    CPU: as many sequences of `num_tokens` (J x P) tokens as fit in ROWS_PER_CHAIN rows, at
+    least one: a chain's activations stay in cache (1.3-1.8x faster than one vmap at 64 `demo`
+    strides), and past 4096 rows XLA:CPU materializes the bias and LayerNorm broadcasts of its
+    YNNPACK fusions (1.2-1.5x slower; BUILD_NOTES "Performance"). GPU / TPU: one vmap; a loop
+    step of 20 sequences of width 64 would leave their cores idle between small kernels, and
+    the whole b64 call fits (`paper`: 5.9 GiB by XLA's memory analysis)."""
+    return max(1, ROWS_PER_CHAIN // num_tokens) if backend == "cpu" else 0
 
 
 def context_keep(key: jax.Array, valid_bn: jax.Array, num_context: int,
@@ -151,7 +153,8 @@ def occlusion_recon(model: GenGaitMAE, x_btjc: jax.Array, valid_btj: jax.Array,
     """
     if num_context == 0 and rows_only:
         return occlusion_recon_rows(model, x_btjc, valid_btj,
-                                    chunk=pass1_chunk(jax.default_backend(), model.num_joints))
+                                    chunk=pass1_chunk(jax.default_backend(),
+                                                      model.num_joints * model.num_patches))
     j, p = model.num_joints, model.num_patches
     valid_bn = masking.token_valid(valid_btj, model.patch)
     keep_mbn = context_keep(key, valid_bn, num_context)

@@ -49,7 +49,7 @@ def test_padding_strides_cost_nothing_and_one_program_serves_every_short_trial()
     assert scoring.trace_count() == before + 1
     x, valid = scoring.prepare(data["angles"][:5])
     valid[3:] = False  # two padding strides behind three real ones
-    chunk = scoring.STRIDES_PER_STEP * g.J
+    chunk = 2 * g.J  # two strides per loop step
     rows = jax.jit(scoring.occlusion_recon_rows, static_argnums=3)
     got, alone = (np.asarray(rows(model, *a, chunk)) for a in ((x, valid), (x[:3], valid[:3])))
     np.testing.assert_allclose(got[:3], alone, rtol=1e-5, atol=1e-4)
@@ -61,17 +61,22 @@ def test_independent_chains_per_loop_step_give_the_one_chain_numbers():
     model = _untrained(patch=10, factorized=True)
     x, valid = scoring.prepare(g.strides(8, 7)["angles"])
     valid[7:] = False  # 7 real strides: the loop's last steps run one chain at a time
-    chunk = scoring.STRIDES_PER_STEP * g.J
     rows = jax.jit(scoring.occlusion_recon_rows, static_argnums=(3, 4))
-    one, two, three = (np.asarray(rows(model, x, valid, chunk, k)) for k in (1, 2, 3))
+    one, two, three = (np.asarray(rows(model, x, valid, 2 * g.J, k)) for k in (1, 2, 3))
     assert np.isfinite(one[:7]).all()
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-4)
+    # chains that end inside a stride (7 sequences: a stride's masks split between steps)
+    split = np.asarray(rows(model, x, valid, 7, 2))
+    np.testing.assert_allclose(split[:7], one[:7], rtol=1e-5, atol=1e-4)
 
 
 def test_pass1_loops_over_chunks_on_cpu_and_runs_one_vmap_on_accelerators(monkeypatch):
-    assert scoring.pass1_chunk("cpu", g.J) == scoring.STRIDES_PER_STEP * g.J
-    assert scoring.pass1_chunk("gpu", g.J) == scoring.pass1_chunk("tpu", g.J) == 0
+    for tokens in (40, 200, 220, 250, scoring.ROWS_PER_CHAIN, 3 * scoring.ROWS_PER_CHAIN):
+        chunk = scoring.pass1_chunk("cpu", tokens)  # the most sequences that fit the rows
+        assert chunk >= 1 and (chunk * tokens <= scoring.ROWS_PER_CHAIN or chunk == 1)
+        assert (chunk + 1) * tokens > scoring.ROWS_PER_CHAIN
+        assert scoring.pass1_chunk("gpu", tokens) == scoring.pass1_chunk("tpu", tokens) == 0
     model = _untrained(patch=4, factorized=True)
     data = g.strides(5, 9)
     plans = {}
