@@ -670,8 +670,8 @@ def _streams(residuals_ntjc, sides, cal: dict, x_ntjc) -> tuple:
 
 
 def _background(cal: dict, key: str = "background") -> dict | None:
-    """A stored background as arrays."""
-    return None if cal.get(key) is None else {k: np.asarray(v) for k, v in cal[key].items()}
+    """A stored background as arrays (the nulls of strict JSON back to NaN)."""
+    return None if cal.get(key) is None else {k: np.asarray(v, float) for k, v in cal[key].items()}
 
 
 def score(residuals_ntjc, sides, cal: dict, x_ntjc=None) -> dict:

@@ -211,7 +211,8 @@ def normative_curves(meta: dict, cal: dict | None) -> tuple[dict, str]:
         return out, "published normative data (Schwartz 2008)"
     ref = (cal or {}).get("reference") or {}
     if ref:
-        return ({k: (np.asarray(v["mean"]), np.asarray(v["sd"])) for k, v in ref.items()},
+        return ({k: (np.asarray(v["mean"], float), np.asarray(v["sd"], float))
+                 for k, v in ref.items()},
                 f"healthy calibration strides ({ref.get('*', {}).get('n_strides', '?')})")
     m, s = (np.asarray(meta["stats"][k], float) for k in ("mean", "std"))
     return {"*": (np.broadcast_to(m, (t,) + m.shape), np.broadcast_to(s, (t,) + s.shape))}, \

@@ -368,6 +368,26 @@ def test_calibration_json_is_strict_and_records_what_it_rests_on(tmp_path):
         calibration.fit(res[:10], side[:10], subj[:10], NAMES)
 
 
+def test_a_calibration_read_back_from_its_json_decides_as_the_fitted_one(tmp_path):
+    """Strict JSON stores NaN as null, e.g. the asymmetry background of a joint without a pair
+    (a skeleton's mid-pelvis): read back from calibration.json, the calibration gives the
+    fitted one's decision (it gave a TypeError on every skeleton trial)."""
+    names = NAMES + ["Trunk"]  # no left / right partner
+    res, side, subj = _null(30, 6, 21, j=7)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([_observed(side, subj, 22), rng.normal(0, 2, res[..., :1, :].shape)], 2)
+    cal = calibration.fit(res, side, subj, names, x_ntjc=x, asymmetry=True)
+    assert not np.isfinite(np.asarray(cal["asym_background"]["sd"], float)).all()
+    Workdir(tmp_path).write_calibration(cal)
+    e1, s1, sub1 = _null(1, 3, 23, j=7)
+    x1 = np.concatenate([_observed(s1, sub1, 24), rng.normal(0, 2, e1[..., :1, :].shape)], 2)
+    e1[:, :, NAMES.index("RKnee"), 0] += _swing(-12.0, s1)
+    fitted = calibration.decide(e1, s1, cal, x1)
+    read = calibration.decide(e1, s1, Workdir(tmp_path).calibration(), x1)
+    np.testing.assert_allclose(read["z"], fitted["z"], rtol=1e-3)
+    assert read["flagged"].tolist() == fitted["flagged"].tolist()
+
+
 def test_twin_fusion_weighs_reconstruction_and_other_side_by_their_healthy_errors():
     """Reconstruction errors e (SD 2) independent of the asymmetry's deviation d (SD 1): the
     blend weight of the reconstruction is the variance-optimal 1 / (1 + 4) = 0.2, the blend's
