@@ -370,7 +370,7 @@ def test_calibration_json_is_strict_and_records_what_it_rests_on(tmp_path):
 
 def test_a_calibration_read_back_from_its_json_decides_as_the_fitted_one(tmp_path):
     """Strict JSON stores NaN as null, e.g. the asymmetry background of a joint without a pair
-    (a skeleton's mid-pelvis): read back from calibration.json, the calibration gives the
+    (a skeleton's pelvis centre): read back from calibration.json, the calibration gives the
     fitted one's decision (it gave a TypeError on every skeleton trial)."""
     names = NAMES + ["Trunk"]  # no left / right partner
     res, side, subj = _null(30, 6, 21, j=7)
