@@ -63,10 +63,10 @@ def pass1_chunk(backend: str, num_tokens: int) -> int:
 
     CPU: as many sequences of `num_tokens` (J x P) tokens as fit in ROWS_PER_CHAIN rows, at
     least one: a chain's activations stay in cache (1.3-1.8x faster than one vmap at 64 `demo`
-    strides), and past 4096 rows XLA:CPU materializes the bias and LayerNorm broadcasts of its
-    YNNPACK fusions (1.2-1.5x slower; BUILD_NOTES "Performance"). GPU / TPU: one vmap; a loop
-    step of 20 sequences of width 64 would leave their cores idle between small kernels, and
-    the whole b64 call fits (`paper`: 5.9 GiB by XLA's memory analysis)."""
+    strides), and past about that many rows XLA:CPU materializes the bias and LayerNorm
+    broadcasts of its YNNPACK fusions (1.2-1.5x slower; BUILD_NOTES "Performance"). GPU / TPU:
+    one vmap; a loop step of 20 sequences of width 64 would leave their cores idle between
+    small kernels, and the whole b64 call fits (`paper`: 5.9 GiB by XLA's memory analysis)."""
     return max(1, ROWS_PER_CHAIN // num_tokens) if backend == "cpu" else 0
 
 

@@ -66,7 +66,7 @@ def test_independent_chains_per_loop_step_give_the_one_chain_numbers():
     assert np.isfinite(one[:7]).all()
     np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(three, one, rtol=1e-5, atol=1e-4)
-    # chains that end inside a stride (7 sequences: a stride's masks split between steps)
+    # chains that end inside a stride (7 sequences: a stride's masks split between chains)
     split = np.asarray(rows(model, x, valid, 7, 2))
     np.testing.assert_allclose(split[:7], one[:7], rtol=1e-5, atol=1e-4)
 
